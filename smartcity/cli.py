@@ -1,0 +1,21 @@
+"""The `smartcity` command: one entry point, one sub-command (group) per part of the platform.
+
+Each package contributes its commands here, so `smartcity --help` lists the whole platform.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from smartcity.services.cli import services_app
+from smartcity.topics import topics_app
+
+app = typer.Typer(
+    name="smartcity",
+    help="Smart-city IoT data platform: Kafka, stream worker, Dagster assets, API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(services_app, name="services")
+app.add_typer(topics_app, name="topics")

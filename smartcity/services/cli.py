@@ -1,0 +1,85 @@
+"""`smartcity services up|down|status`: the embedded Kafka broker and S3 server."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smartcity.cli_support import err_console, friendly_errors, settings_or_exit
+from smartcity.services import kafka_broker, manager, minio_server
+from smartcity.services.jvm import classpath
+
+services_app = typer.Typer(
+    help="Local Kafka broker (KRaft) and S3 server (MinIO) on loopback.", no_args_is_help=True
+)
+
+
+@services_app.command("up")
+@friendly_errors
+def up_command(
+    kafka: bool = typer.Option(True, "--kafka/--no-kafka", help="Start the Kafka broker."),
+    s3: bool = typer.Option(True, "--s3/--no-s3", help="Start the MinIO S3 server."),
+) -> None:
+    """Start the services, wait until they answer, print `export SMARTCITY_*=...` lines.
+
+    Use `eval "$(smartcity services up)"` to export them into the shell; commands run from
+    the same folder read them from the runtime folder anyway.
+    """
+    settings = settings_or_exit()
+    names = [name for name, on in ((kafka_broker.NAME, kafka), (minio_server.NAME, s3)) if on]
+    with err_console.status(f"starting {', '.join(names)} ..."):
+        try:
+            records = manager.up(settings, names)
+        except (RuntimeError, OSError) as error:
+            err_console.print(f"[bold red]error:[/] {error}")
+            raise typer.Exit(code=1) from None
+    for line in manager.env_lines(records.values()):
+        typer.echo(line)
+    err_console.print(
+        f"[green]running[/]: {', '.join(names)} (state in {settings.runtime_dir}); "
+        "`smartcity services down` stops them"
+    )
+
+
+@services_app.command("down")
+@friendly_errors
+def down_command() -> None:
+    """Stop exactly the processes that `up` started."""
+    settings = settings_or_exit()
+    stopped = manager.down(settings)
+    Console().print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@services_app.command("status")
+@friendly_errors
+def status_command() -> None:
+    """Say which services run, with their pids and addresses."""
+    settings = settings_or_exit()
+    table = Table("service", "state", "pid", "address")
+    for service in manager.status(settings):
+        address = ", ".join(v for k, v in service.env.items() if "KEY" not in k)
+        state = "[green]running[/]" if service.running else "[red]stopped[/]"
+        table.add_row(service.name, state, str(service.pid or "-"), address)
+    if not table.rows:
+        table.add_row("-", "nothing started", "-", "-")
+    Console().print(table)
+
+
+@services_app.command("install")
+@friendly_errors
+def install_command(
+    kafka: bool = typer.Option(False, "--kafka", help="Fetch the Kafka broker's jars (Maven)."),
+    s3: bool = typer.Option(False, "--s3", help="Build MinIO from source (Go), once."),
+) -> None:
+    """Fetch or build what `up` runs, into user-level caches (a second run is instant)."""
+    if kafka:
+        with err_console.status("resolving the Kafka broker's jars with Maven ..."):
+            jars = classpath("kafka-broker").split(os.pathsep)
+        err_console.print(f"kafka: {len(jars)} jars ready")
+    if s3:
+        with err_console.status("building MinIO with `go install` (first time: minutes) ..."):
+            binary = minio_server.minio_binary()
+        err_console.print(f"s3: {binary}")

@@ -1,0 +1,65 @@
+"""JVM artifacts (the Kafka broker, later Spark's S3A jars) resolved by Maven from a pom.
+
+Maven keeps the jars in its user-level repository; the resolved classpath is cached per
+pom content under `~/.cache/smartcity/jvm`, so a second start does not run Maven again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "jvm"
+
+
+class JvmSetupError(RuntimeError):
+    """Java or Maven is missing, or Maven could not resolve the artifacts."""
+
+
+def pom_path(name: str) -> Path:
+    return Path(str(resources.files("smartcity.services.poms").joinpath(f"{name}.pom.xml")))
+
+
+def java_binary() -> str:
+    home = os.environ.get("JAVA_HOME")
+    candidate = Path(home, "bin", "java") if home else None
+    found = str(candidate) if candidate and candidate.exists() else shutil.which("java")
+    if not found:
+        raise JvmSetupError("java not found: install JDK 17+ or set JAVA_HOME")
+    return found
+
+
+def classpath(name: str) -> str:
+    """The resolved classpath of `<name>.pom.xml`, running Maven only when not cached."""
+    pom = pom_path(name)
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+    cached = CACHE_DIR / f"{name}-{digest}.classpath"
+    if cached.exists() and all(Path(jar).exists() for jar in cached.read_text().split(os.pathsep)):
+        return cached.read_text()
+    maven = shutil.which("mvn")
+    if not maven:
+        raise JvmSetupError("mvn not found: install Maven 3.8+ to fetch the JVM artifacts")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    scratch = cached.with_suffix(".tmp")
+    result = subprocess.run(
+        [
+            maven,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:build-classpath",
+            f"-Dmdep.outputFile={scratch}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not scratch.exists():
+        raise JvmSetupError(f"Maven could not resolve {pom.name}:\n{result.stdout[-2000:]}")
+    scratch.replace(cached)
+    return cached.read_text()

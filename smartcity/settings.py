@@ -1,0 +1,124 @@
+"""One settings object for every process of the platform.
+
+Values come from `SMARTCITY_*` environment variables, then from the `services.env` that
+`smartcity services up` writes into the runtime folder, then from an optional `.env`.
+A wrong value is reported as one line naming the variable (see `SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SMARTCITY_"
+SENSOR_TYPES: tuple[str, ...] = ("traffic", "weather", "energy")
+SensorType = Literal["traffic", "weather", "energy"]
+
+
+class SettingsError(ValueError):
+    """A setting has a wrong value; the message is one line that names the variable."""
+
+
+def default_runtime_dir() -> Path:
+    return Path.cwd() / ".runtime"
+
+
+class Settings(BaseSettings):
+    """Where the platform's parts find each other."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    runtime_dir: Path = Field(default_factory=default_runtime_dir)
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_timeout_s: float = Field(default=6.0, gt=0, le=60)
+    topic_prefix: str = "smartcity."
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    lake_uri: str = Field(default_factory=lambda: (Path.cwd() / "lake").resolve().as_uri())
+    s3_endpoint: str | None = None
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    api_key: SecretStr | None = None
+    kafka_port: int = Field(default=0, ge=0, le=65535)
+    s3_port: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_is_host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("lake_uri")
+    @classmethod
+    def _lake_uri_is_file_or_s3(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "file" and parts.path.startswith("/"):
+            return value.rstrip("/")
+        if parts.scheme == "s3" and parts.netloc:
+            return value.rstrip("/")
+        raise ValueError(f"expected file:///absolute/path or s3://bucket[/prefix], got {value!r}")
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_is_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"expected http(s)://host:port, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_a_legal_topic_start(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError(f"use letters, digits, '.', '_' or '-', got {value!r}")
+        return value
+
+    @property
+    def lake_scheme(self) -> str:
+        return urlsplit(self.lake_uri).scheme
+
+    def topic(self, name: str) -> str:
+        """The full topic name for `traffic`, `weather`, `energy`, `anomalies`, `deadletter`."""
+        return f"{self.topic_prefix}{name}"
+
+    def reading_topic(self, sensor_type: str) -> str:
+        return self.topic(sensor_type)
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.topic(name) for name in (*SENSOR_TYPES, "anomalies", "deadletter")]
+
+    def services_env_file(self) -> Path:
+        return self.runtime_dir / "services.env"
+
+
+def _services_env_file() -> Path:
+    runtime = os.environ.get(f"{ENV_PREFIX}RUNTIME_DIR")
+    return (Path(runtime) if runtime else default_runtime_dir()) / "services.env"
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{ENV_PREFIX}{field.upper()}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; `SettingsError` with one line if a value is wrong."""
+    try:
+        return Settings(_env_file=(_services_env_file(), ".env"), **overrides)  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise SettingsError(_one_line(error)) from None

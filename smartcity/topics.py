@@ -1,0 +1,64 @@
+"""The platform's five topics, created idempotently: `smartcity topics create`."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+import typer
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic
+from rich.console import Console
+
+from smartcity.cli_support import friendly_errors, settings_or_exit
+from smartcity.kafka import admin_client, cluster_metadata
+from smartcity.settings import Settings
+
+topics_app = typer.Typer(help="Kafka topics of the platform.", no_args_is_help=True)
+
+
+def create_topics(
+    settings: Settings, partitions: int | None = None, replication: int = 1
+) -> dict[str, str]:
+    """Create the missing topics; returns each topic's outcome (`created` or `exists`)."""
+    admin = admin_client(settings)
+    existing = set(cluster_metadata(settings, admin).topics)
+    outcome = {topic: "exists" for topic in settings.all_topics if topic in existing}
+    wanted = [
+        NewTopic(
+            topic,
+            num_partitions=partitions or settings.topic_partitions,
+            replication_factor=replication,
+        )
+        for topic in settings.all_topics
+        if topic not in existing
+    ]
+    if not wanted:
+        return outcome
+    futures: dict[str, Future[None]] = admin.create_topics(
+        wanted, request_timeout=settings.kafka_timeout_s
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=settings.kafka_timeout_s + 5)
+            outcome[topic] = "created"
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            outcome[topic] = "exists"
+    return outcome
+
+
+@topics_app.command("create")
+@friendly_errors
+def create_command(
+    partitions: int = typer.Option(
+        None, min=1, help="Partitions per topic (default SMARTCITY_TOPIC_PARTITIONS, 3)."
+    ),
+    replication: int = typer.Option(1, min=1, help="Replication factor."),
+) -> None:
+    """Create the five topics of the platform (idempotent)."""
+    settings = settings_or_exit()
+    outcome = create_topics(settings, partitions, replication)
+    console = Console()
+    for topic in settings.all_topics:
+        console.print(f"{outcome[topic]:>8}  {topic}")

@@ -1,0 +1,1 @@
+"""smartcity_api."""

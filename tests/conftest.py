@@ -1,0 +1,57 @@
+"""Session fixtures: the real Kafka broker and S3 server, started once per test run.
+
+If `SMARTCITY_KAFKA_BOOTSTRAP` and `SMARTCITY_S3_ENDPOINT` point at running services, the
+tests use those; otherwise the fixtures start them in `.runtime/test-services` and stop
+them at the end. Each run isolates itself with a unique topic prefix and bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smartcity.lake import s3_filesystem
+from smartcity.services import kafka_broker, manager, minio_server
+from smartcity.settings import Settings
+from smartcity.topics import create_topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A `Settings` that reaches a running broker and S3 server (ours or the caller's)."""
+    if os.environ.get("SMARTCITY_KAFKA_BOOTSTRAP") and os.environ.get("SMARTCITY_S3_ENDPOINT"):
+        yield Settings(_env_file=None, runtime_dir=tmp_path_factory.mktemp("runtime"))
+        return
+    runtime = REPO / ".runtime" / "test-services"
+    base = Settings(_env_file=None, runtime_dir=runtime)
+    records = manager.up(base, [kafka_broker.NAME, minio_server.NAME])
+    env = {key: value for record in records.values() for key, value in record.env.items()}
+    try:
+        yield Settings(
+            _env_file=None,
+            runtime_dir=runtime,
+            kafka_bootstrap=env["SMARTCITY_KAFKA_BOOTSTRAP"],
+            s3_endpoint=env["SMARTCITY_S3_ENDPOINT"],
+            s3_access_key=env["SMARTCITY_S3_ACCESS_KEY"],
+            s3_secret_key=env["SMARTCITY_S3_SECRET_KEY"],
+        )
+    finally:
+        manager.down(base)
+
+
+@pytest.fixture(scope="session")
+def live_settings(services: Settings) -> Settings:
+    """The services with this run's own topic prefix and bucket; topics and bucket created."""
+    run = uuid.uuid4().hex[:8]
+    settings = services.model_copy(
+        update={"topic_prefix": f"test-{run}.", "lake_uri": f"s3://test-{run}/lake"}
+    )
+    create_topics(settings)
+    s3_filesystem(settings).create_dir(f"test-{run}")
+    return settings
