@@ -18,8 +18,8 @@ MESSAGES = 10_000
 
 def test_idempotent_producer_and_consumer_group_agree(live_settings: Settings) -> None:
     topic = live_settings.topic(f"roundtrip-{uuid.uuid4().hex[:6]}")
-    created = admin_client(live_settings).create_topics([NewTopic(topic, num_partitions=3)])
-    created[topic].result(timeout=30)
+    admin = admin_client(live_settings)
+    admin.create_topics([NewTopic(topic, num_partitions=3)])[topic].result(timeout=30)
 
     failures: list[str] = []
 
