@@ -9,6 +9,7 @@ import typer
 
 from smartcity.services.cli import services_app
 from smartcity.topics import topics_app
+from smartcity_stream.cli import stream
 
 app = typer.Typer(
     name="smartcity",
@@ -19,3 +20,4 @@ app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
+app.command("stream")(stream)

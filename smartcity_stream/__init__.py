@@ -1,1 +1,1 @@
-"""smartcity_stream."""
+"""The stream worker: the speed layer and the only path by which data reaches the lake."""

@@ -1,0 +1,47 @@
+"""Where things live in the lake: every key is built here and nowhere else.
+
+Writers (the stream worker, the assets) and readers (the sensor, the API) import these
+functions, so the layout of the architecture page is written down exactly once.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+LANDING = "landing"
+PROGRESS = f"{LANDING}/_progress"
+LIVE = "live"
+TABLES = "tables"
+
+
+def landing_dir(sensor_type: str, day: date | str, hour: int | None = None) -> str:
+    base = f"{LANDING}/{sensor_type}/date={day}"
+    return base if hour is None else f"{base}/hour={hour:02d}"
+
+
+def landing_key(
+    sensor_type: str, day: date | str, hour: int, partition: int, first: int, last: int
+) -> str:
+    """A landing file's name derives from its Kafka offsets: a replay rewrites the same key."""
+    return f"{landing_dir(sensor_type, day, hour)}/p{partition}-{first}-{last}.parquet"
+
+
+def progress_key(topic: str, partition: int) -> str:
+    return f"{PROGRESS}/{topic}/p{partition}.json"
+
+
+def live_key(worker_id: str, name: str) -> str:
+    return f"{LIVE}/{worker_id}/{name}"
+
+
+def table_dir(asset: str) -> str:
+    return f"{TABLES}/{asset}"
+
+
+def table_partition_key(asset: str, day: date | str) -> str:
+    """A date partition of an asset's table: one file, replaced whole on a re-run."""
+    return f"{table_dir(asset)}/date={day}/part-0.parquet"
+
+
+def registry_key() -> str:
+    return f"{table_dir('sensor_registry')}/sensor_registry.parquet"

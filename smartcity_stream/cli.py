@@ -1,0 +1,68 @@
+"""`smartcity stream`: run one stream worker until stopped (or until idle)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from smartcity.cli_support import friendly_errors, settings_or_exit
+from smartcity.kafka import cluster_metadata
+from smartcity.lake import Lake
+from smartcity_stream.rules import RuleConfig
+from smartcity_stream.sensors import registry_from_lake, sensors_by_id
+from smartcity_stream.worker import StreamWorker, WorkerOptions
+
+
+@friendly_errors
+def stream(
+    until_idle: float = typer.Option(
+        None, "--until-idle", min=0.1, help="Exit after this many seconds without messages."
+    ),
+    batch_size: int = typer.Option(10_000, min=1, help="Messages consumed per batch."),
+    window: float = typer.Option(60.0, min=1, help="Tumbling window size, seconds."),
+    lateness: float = typer.Option(30.0, min=0, help="Allowed lateness, seconds."),
+    rules: Path = typer.Option(
+        None, exists=True, dir_okay=False, help="JSON file overriding rule thresholds."
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address of /metrics and /healthz."),
+    metrics_port: int = typer.Option(9108, min=0, max=65535, help="Port (0: a free one)."),
+    worker_id: str = typer.Option(None, help="Name of this worker's live state."),
+) -> None:
+    """Consume the reading topics: validate, land exactly once, detect anomalies, live state."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = settings_or_exit()
+    cluster_metadata(settings)
+    options = WorkerOptions(
+        batch_size=batch_size,
+        window_s=window,
+        allowed_lateness_s=lateness,
+        until_idle_s=until_idle,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
+        rules=RuleConfig.load(rules),
+        **({"worker_id": worker_id} if worker_id else {}),
+    )
+    sensors = sensors_by_id(registry_from_lake(Lake.from_settings(settings)))
+    worker = StreamWorker(settings, sensors, options)
+    worker.install_signal_handlers()
+    totals = worker.run()
+    table = Table("consumed", "landed", "dead letters", "anomalies", "late", "files", "batches")
+    table.add_row(
+        *(
+            str(v)
+            for v in (
+                totals.consumed,
+                totals.landed,
+                totals.dead_letters,
+                totals.anomalies,
+                totals.late,
+                totals.files,
+                totals.batches,
+            )
+        )
+    )
+    Console().print(table)

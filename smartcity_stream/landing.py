@@ -1,0 +1,108 @@
+"""Raw landing: valid readings to Parquet, one file per event hour and Kafka partition.
+
+The landing columns are derived from the contract, plus the Kafka partition and offset of
+each row, so the batch layer can prove what it has and deduplicate a replay.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from smartcity.contract import reading_schema
+from smartcity.lake import Lake
+from smartcity.layout import landing_key
+
+EVENT_TIME = pa.timestamp("ms", tz="UTC")
+_ARROW_TYPES = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string()}
+_COMMON = ("sensor_id", "sensor_type", "event_time", "seq", "interval_s")
+
+
+def _arrow_type(spec: dict[str, Any]) -> pa.DataType:
+    if "enum" in spec:
+        return pa.string()
+    kinds = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]
+    return _ARROW_TYPES[next(kind for kind in kinds if kind != "null")]
+
+
+@cache
+def landing_schema(sensor_type: str) -> pa.Schema:
+    """Contract fields of `sensor_type` in a fixed order, then the Kafka coordinates."""
+    contract = reading_schema()
+    branch = next(
+        b["then"]["properties"]
+        for b in contract["allOf"]
+        if b["if"]["properties"]["sensor_type"]["const"] == sensor_type
+    )
+    fields = [
+        pa.field("sensor_id", pa.string(), nullable=False),
+        pa.field("sensor_type", pa.string(), nullable=False),
+        pa.field("event_time", EVENT_TIME, nullable=False),
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("interval_s", pa.float64()),
+    ]
+    fields += [
+        pa.field(name, _arrow_type(spec)) for name, spec in branch.items() if name not in _COMMON
+    ]
+    fields += [
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One file of the landing: where it goes and the rows it holds."""
+
+    key: str
+    day: str
+    hour: int
+    partition: int
+    table: pa.Table
+
+
+def rows_to_table(sensor_type: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """Readings (already valid) with `kafka_partition`/`kafka_offset` into the landing schema."""
+    schema = landing_schema(sensor_type)
+    columns = {field.name: [row.get(field.name) for row in rows] for field in schema}
+    event_time = pc.cast(pa.array(columns.pop("event_time"), pa.string()), EVENT_TIME)
+    arrays = [
+        event_time if field.name == "event_time" else pa.array(columns[field.name], field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def split_by_hour(table: pa.Table) -> Iterable[tuple[str, int, pa.Table]]:
+    """(date, hour, rows) groups of a table by event time, in offset order."""
+    event_time = table.column("event_time")
+    day = pc.strftime(event_time, format="%Y-%m-%d").to_pylist()
+    hour = pc.hour(event_time).to_pylist()
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for index, key in enumerate(zip(day, hour, strict=True)):
+        groups[key].append(index)
+    for (group_day, group_hour), indices in sorted(groups.items()):
+        yield group_day, group_hour, table.take(pa.array(indices, pa.int64()))
+
+
+def landing_files(sensor_type: str, partition: int, table: pa.Table) -> list[LandingFile]:
+    """The files a segment of one partition becomes: keys from the rows' own offsets."""
+    files = []
+    for day, hour, rows in split_by_hour(table):
+        offsets = rows.column("kafka_offset")
+        first, last = pc.min(offsets).as_py(), pc.max(offsets).as_py()
+        key = landing_key(sensor_type, day, hour, partition, first, last)
+        files.append(LandingFile(key, day, hour, partition, rows))
+    return files
+
+
+def write_files(lake: Lake, files: Iterable[LandingFile]) -> int:
+    """Write every file; returns the bytes written."""
+    return sum(lake.write_parquet(file.key, file.table) for file in files)

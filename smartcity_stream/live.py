@@ -1,0 +1,95 @@
+"""Live state for the API: latest reading per sensor, recent anomalies and windows.
+
+Written to `live/<worker>/` as small Parquet objects, each replaced whole, so the API can
+answer `latest` queries from the lake without touching Kafka.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from smartcity.lake import Lake
+from smartcity.layout import live_key
+from smartcity.settings import SENSOR_TYPES
+from smartcity_stream.landing import landing_schema
+
+
+@cache
+def latest_schema() -> pa.Schema:
+    """Every reading field of every type (measures of other types are null)."""
+    fields: dict[str, pa.Field] = {}
+    for sensor_type in SENSOR_TYPES:
+        for field in landing_schema(sensor_type):
+            fields.setdefault(field.name, field.with_nullable(True))
+    return pa.schema(list(fields.values()))
+
+
+ANOMALY_SCHEMA = pa.schema(
+    [
+        ("anomaly_id", pa.string()),
+        ("sensor_id", pa.string()),
+        ("sensor_type", pa.string()),
+        ("kind", pa.string()),
+        ("severity", pa.string()),
+        ("event_time", pa.timestamp("ms", tz="UTC")),
+        ("window_start", pa.timestamp("ms", tz="UTC")),
+        ("window_end", pa.timestamp("ms", tz="UTC")),
+        ("detected_at", pa.timestamp("ms", tz="UTC")),
+        ("values", pa.string()),
+    ]
+)
+
+
+class LiveState:
+    """What the worker knows now; `flush` writes it when something changed."""
+
+    def __init__(self, lake: Lake, worker_id: str, keep_anomalies: int = 2000) -> None:
+        self.lake = lake
+        self.worker_id = worker_id
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.anomalies: deque[dict[str, Any]] = deque(maxlen=keep_anomalies)
+        self.windows: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+
+    def update_latest(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            current = self.latest.get(row["sensor_id"])
+            if current is None or row["seq"] >= current["seq"]:
+                self.latest[row["sensor_id"]] = row
+        self._dirty = self._dirty or bool(rows)
+
+    def add_anomaly(self, anomaly: dict[str, Any]) -> None:
+        self.anomalies.append(anomaly)
+        self._dirty = True
+
+    def add_window(self, window_row: dict[str, Any]) -> None:
+        self.windows[str(window_row["sensor_id"])] = window_row
+        self._dirty = True
+
+    def flush(self, status: dict[str, Any]) -> bool:
+        if not self._dirty:
+            return False
+        schema = latest_schema()
+        latest = pa.Table.from_pylist(
+            [{name: row.get(name) for name in schema.names} for row in self.latest.values()],
+            schema=schema,
+        )
+        self.lake.write_parquet(live_key(self.worker_id, "latest.parquet"), latest)
+        anomalies = pa.Table.from_pylist(
+            [{**a, "values": orjson.dumps(a["values"]).decode()} for a in self.anomalies],
+            schema=ANOMALY_SCHEMA,
+        )
+        self.lake.write_parquet(live_key(self.worker_id, "anomalies.parquet"), anomalies)
+        if self.windows:
+            windows = pa.Table.from_pylist(list(self.windows.values()))
+            self.lake.write_parquet(live_key(self.worker_id, "windows.parquet"), windows)
+        status = {**status, "written_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        self.lake.write_bytes(live_key(self.worker_id, "status.json"), orjson.dumps(status))
+        self._dirty = False
+        return True

@@ -1,0 +1,94 @@
+"""The worker's Prometheus metrics and its `/healthz`, served on one port."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+REGISTRY = CollectorRegistry()
+
+CONSUMED = Counter(
+    "smartcity_stream_messages_consumed_total", "Messages consumed.", ["topic"], registry=REGISTRY
+)
+LANDED = Counter(
+    "smartcity_stream_rows_landed_total", "Valid rows landed.", ["sensor_type"], registry=REGISTRY
+)
+LANDED_BYTES = Counter(
+    "smartcity_stream_landed_bytes_total",
+    "Parquet bytes landed.",
+    ["sensor_type"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "smartcity_stream_dead_letters_total",
+    "Messages sent to the dead-letter topic.",
+    ["reason"],
+    registry=REGISTRY,
+)
+ANOMALIES = Counter(
+    "smartcity_stream_anomalies_total",
+    "Anomalies detected.",
+    ["kind", "severity"],
+    registry=REGISTRY,
+)
+LATE_EVENTS = Counter(
+    "smartcity_stream_late_events_total",
+    "Events later than the allowed lateness.",
+    registry=REGISTRY,
+)
+WRITE_ERRORS = Counter(
+    "smartcity_stream_landing_write_errors_total",
+    "Failed landing writes (retried).",
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "smartcity_stream_consumer_lag",
+    "Messages behind the end of the partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+WATERMARK = Gauge(
+    "smartcity_stream_watermark_seconds",
+    "Event-time watermark (Unix seconds).",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "smartcity_stream_batch_seconds",
+    "Time to process one consumed batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+EVENT_TO_ANOMALY = Histogram(
+    "smartcity_stream_event_to_anomaly_seconds",
+    "From a reading's event time to its anomaly's publication.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds are not worth a log line."""
+
+
+def serve(host: str, port: int, health: Callable[[], dict[str, Any]]) -> WSGIServer:
+    """Serve `/metrics` and `/healthz` on `port` (0: a free one) in a daemon thread."""
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            status = health()
+            code = "200 OK" if status.get("status") == "ok" else "503 Service Unavailable"
+            start_response(code, [("Content-Type", "application/json")])
+            return [orjson.dumps(status)]
+        return metrics_app(environ, start_response)
+
+    server = make_server(host, port, app, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

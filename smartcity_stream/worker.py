@@ -1,0 +1,412 @@
+"""The stream worker's loop: consume a batch, land it durably, then commit its offsets.
+
+Per batch and per topic-partition: decode and check every message (bad ones to the
+dead-letter topic with the reason), write the partition's intent into its progress
+manifest, land the valid rows as Parquet files named by their offsets, publish dead letters
+and anomalies and wait for their acknowledgement, commit the offsets synchronously, and
+only then record the new progress. A crash anywhere before the commit replays the batch;
+the intent makes the replay produce the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from smartcity.contract import ContractError, ReadingDecoder
+from smartcity.kafka import client_config
+from smartcity.lake import Lake
+from smartcity.settings import SENSOR_TYPES, Settings
+from smartcity_stream import metrics
+from smartcity_stream.landing import landing_files, rows_to_table, write_files
+from smartcity_stream.live import LiveState
+from smartcity_stream.progress import PartitionProgress, load_progress, save_progress
+from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
+from smartcity_stream.windows import TumblingWindows
+
+log = logging.getLogger("smartcity.stream")
+
+GROUP_ID = "smartcity-stream"
+TopicPartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    batch_size: int = 10_000
+    poll_timeout_s: float = 0.5
+    window_s: float = 60.0
+    allowed_lateness_s: float = 30.0
+    live_every_s: float = 1.0
+    until_idle_s: float | None = None
+    group_id: str = GROUP_ID
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    rules: RuleConfig = field(default_factory=RuleConfig)
+
+
+@dataclass
+class WorkerTotals:
+    consumed: int = 0
+    landed: int = 0
+    dead_letters: int = 0
+    anomalies: int = 0
+    late: int = 0
+    batches: int = 0
+    files: int = 0
+    by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker did not acknowledge a dead letter or an anomaly; the batch is replayed."""
+
+
+class StreamWorker:
+    """One member of the `smartcity-stream` consumer group."""
+
+    def __init__(
+        self, settings: Settings, sensors: dict[str, dict[str, Any]], options: WorkerOptions
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.sensors = sensors
+        self.lake = Lake.from_settings(settings)
+        self.decoder = ReadingDecoder()
+        self.windows = TumblingWindows(options.window_s, options.allowed_lateness_s)
+        self.rules = RuleEngine(options.rules, sensors)
+        self.live = LiveState(self.lake, options.worker_id)
+        self.totals = WorkerTotals()
+        self.topic_types = {settings.reading_topic(t): t for t in SENSOR_TYPES}
+        self.progress: dict[TopicPartitionKey, PartitionProgress] = {}
+        self.held: dict[TopicPartitionKey, list[Message]] = {}
+        self.stopping = False
+        self._delivery_errors: list[str] = []
+        self._last_message_at = time.monotonic()
+        self._last_live_at = 0.0
+        self.consumer = Consumer(
+            client_config(
+                settings,
+                **{
+                    "group.id": options.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "max.poll.interval.ms": 900_000,
+                    "fetch.max.bytes": 104_857_600,
+                    "queued.max.messages.kbytes": 262_144,
+                },
+            )
+        )
+        self.producer = Producer(
+            client_config(
+                settings,
+                **{"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"},
+            )
+        )
+
+    def request_stop(self, *_: object) -> None:
+        """SIGTERM/SIGINT: finish the batch in hand, commit, and leave."""
+        self.stopping = True
+
+    def run(self) -> WorkerTotals:
+        self.lake.ensure_root()
+        server = None
+        if self.options.metrics_port is not None:
+            server = metrics.serve(
+                self.options.metrics_host, self.options.metrics_port, self.health
+            )
+            self.metrics_port = server.server_port
+        self.consumer.subscribe(
+            list(self.topic_types), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self.stopping:
+                messages = self.consumer.consume(
+                    self.options.batch_size, timeout=self.options.poll_timeout_s
+                )
+                if messages:
+                    self._last_message_at = time.monotonic()
+                    self.process(messages)
+                elif self.held:
+                    self.process([], release_held=True)
+                elif self._idle_long_enough():
+                    break
+                self._maybe_flush_live()
+        finally:
+            self._maybe_flush_live(force=True)
+            self.consumer.close()
+            self.producer.flush(10)
+            if server is not None:
+                server.shutdown()
+        return self.totals
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _idle_long_enough(self) -> bool:
+        idle = self.options.until_idle_s
+        return idle is not None and time.monotonic() - self._last_message_at >= idle
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._last_message_at = time.monotonic()
+        for tp in partitions:
+            self.progress[(tp.topic, tp.partition)] = load_progress(
+                self.lake, tp.topic, tp.partition
+            )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.progress.pop((tp.topic, tp.partition), None)
+            self.held.pop((tp.topic, tp.partition), None)
+
+    def process(self, messages: list[Message], release_held: bool = False) -> None:
+        """Land one consumed batch and commit it (see the module docstring for the order).
+
+        `release_held` lands messages held back for an intent even if the intent's range is
+        not complete: the partition has nothing more to give.
+        """
+        started = time.perf_counter()
+        segments = self._segments(messages, release_held)
+        if not segments:
+            return
+        plans = {}
+        for tp, batch in segments.items():
+            plans[tp] = self._prepare(tp, batch)
+            progress = self.progress[tp]
+            progress.pending_first, progress.pending_last = batch[0].offset(), batch[-1].offset()
+        for tp in plans:
+            self._durably(lambda tp=tp: save_progress(self.lake, self.progress[tp]))
+        for files, _ in plans.values():
+            self._durably(lambda files=files: write_files(self.lake, files))
+        self._publish_and_wait()
+        self.consumer.commit(
+            offsets=[
+                TopicPartition(tp[0], tp[1], batch[-1].offset() + 1)
+                for tp, batch in segments.items()
+            ],
+            asynchronous=False,
+        )
+        for tp, (files, watermark) in plans.items():
+            progress = self.progress[tp]
+            progress.committed_offset = segments[tp][-1].offset() + 1
+            progress.pending_first = progress.pending_last = None
+            progress.watermark = watermark or progress.watermark
+            progress.record(files)
+            self._durably(lambda progress=progress: save_progress(self.lake, progress))
+            self.totals.files += len(files)
+        self.totals.batches += 1
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _segments(
+        self, messages: list[Message], release_held: bool
+    ) -> dict[TopicPartitionKey, list[Message]]:
+        """Group by partition; replay a pending intent's exact range before anything else."""
+        grouped: dict[TopicPartitionKey, list[Message]] = {
+            tp: list(held) for tp, held in self.held.items()
+        }
+        self.held = {}
+        for message in messages:
+            if message.error() is not None:
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", message.error())
+                continue
+            grouped.setdefault((message.topic(), message.partition()), []).append(message)
+        segments = {}
+        for tp, batch in grouped.items():
+            progress = self.progress.get(tp)
+            if progress is None:
+                continue
+            last = progress.pending_last
+            if progress.pending_first is not None and batch[0].offset() == progress.pending_first:
+                if batch[-1].offset() < last and not release_held:
+                    self.held[tp] = batch
+                    continue
+                rest = [m for m in batch if m.offset() > last]
+                batch = [m for m in batch if m.offset() <= last]
+                if rest:
+                    self.held[tp] = rest
+            segments[tp] = batch
+        return segments
+
+    def _prepare(self, tp: TopicPartitionKey, batch: list[Message]) -> tuple[list, str | None]:
+        """Check each message, run windows and rules; returns the files to land."""
+        sensor_type = self.topic_types[tp[0]]
+        rows: list[dict[str, Any]] = []
+        for message in batch:
+            raw = message.value() or b""
+            try:
+                reading = self.decoder.decode(raw)
+            except ContractError as error:
+                self._dead_letter(message, error.reason, str(error))
+                continue
+            if reading["sensor_type"] != sensor_type:
+                self._dead_letter(message, "wrong_topic", f"{reading['sensor_type']} on {tp[0]}")
+                continue
+            if reading["sensor_id"] not in self.sensors:
+                self._dead_letter(message, "unknown_sensor", f"{reading['sensor_id']} unknown")
+                continue
+            reading["kafka_partition"] = tp[1]
+            reading["kafka_offset"] = message.offset()
+            rows.append(reading)
+        self.totals.consumed += len(batch)
+        metrics.CONSUMED.labels(tp[0]).inc(len(batch))
+        if not rows:
+            return [], None
+        table = rows_to_table(sensor_type, rows)
+        event_ms = table.column("event_time").cast(pa.int64()).to_pylist()
+        self._detect(tp, rows, event_ms)
+        self.totals.landed += len(rows)
+        metrics.LANDED.labels(sensor_type).inc(len(rows))
+        watermark = _iso(max(self.windows.watermark_ms(tp), 0))
+        return landing_files(sensor_type, tp[1], table), watermark
+
+    def _detect(
+        self, tp: TopicPartitionKey, rows: list[dict[str, Any]], event_ms: list[int]
+    ) -> None:
+        late_before = self.windows.late_events
+        latest = []
+        for reading, millis in zip(rows, event_ms, strict=True):
+            values = {name: reading.get(name) for name in MEASURES[reading["sensor_type"]]}
+            window = self.windows.add(
+                tp, reading["sensor_id"], reading["sensor_type"], millis, values
+            )
+            for finding in self.rules.evaluate(reading, millis, window):
+                self._anomaly(reading, millis, window, finding)
+            latest.append({**reading, "event_time": millis})
+        self.live.update_latest(latest)
+        for closed in self.windows.close_ready():
+            self.live.add_window(closed.as_row())
+        late = self.windows.late_events - late_before
+        self.totals.late += late
+        metrics.LATE_EVENTS.inc(late)
+        metrics.WATERMARK.labels(tp[0], str(tp[1])).set(
+            max(self.windows.watermark_ms(tp), 0) / 1000
+        )
+
+    def _anomaly(self, reading: dict[str, Any], event_ms: int, window: Any, finding: Any) -> None:
+        start = window.start_ms if window else event_ms
+        end = window.end_ms if window else event_ms
+        detected_ms = int(time.time() * 1000)
+        anomaly = {
+            "anomaly_id": uuid.uuid5(
+                uuid.NAMESPACE_URL, f"{reading['sensor_id']}/{finding.kind}/{reading['seq']}"
+            ).hex,
+            "sensor_id": reading["sensor_id"],
+            "sensor_type": reading["sensor_type"],
+            "kind": finding.kind,
+            "severity": finding.severity,
+            "event_time": event_ms,
+            "window_start": start,
+            "window_end": end,
+            "detected_at": detected_ms,
+            "values": finding.values,
+        }
+        message = {
+            **anomaly,
+            "seq": reading["seq"],
+            "event_time": reading["event_time"],
+            "window_start": _iso(start),
+            "window_end": _iso(end),
+            "detected_at": _iso(detected_ms),
+        }
+        self.producer.produce(
+            self.settings.topic("anomalies"),
+            key=reading["sensor_id"].encode(),
+            value=orjson.dumps(message),
+            on_delivery=self._delivered,
+        )
+        self.live.add_anomaly(anomaly)
+        self.totals.anomalies += 1
+        metrics.ANOMALIES.labels(finding.kind, finding.severity).inc()
+        metrics.EVENT_TO_ANOMALY.observe(max(detected_ms - event_ms, 0) / 1000)
+
+    def _dead_letter(self, message: Message, reason: str, error: str) -> None:
+        headers = [
+            ("error", error.encode()[:1000]),
+            ("reason", reason.encode()),
+            ("source_topic", message.topic().encode()),
+            ("source_partition", str(message.partition()).encode()),
+            ("source_offset", str(message.offset()).encode()),
+        ]
+        self.producer.produce(
+            self.settings.topic("deadletter"),
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+            on_delivery=self._delivered,
+        )
+        self.producer.poll(0)
+        self.totals.dead_letters += 1
+        self.totals.by_reason[reason] += 1
+        metrics.DEAD_LETTERS.labels(reason).inc()
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._delivery_errors.append(str(error))
+
+    def _publish_and_wait(self) -> None:
+        remaining = self.producer.flush(60)
+        if remaining or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise DeliveryFailed(f"{remaining} unacknowledged, errors: {errors[:3]}")
+
+    def _durably(self, write: Callable[[], object]) -> None:
+        """Retry a lake write with backoff until it succeeds; nothing is committed meanwhile."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(OSError),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            before_sleep=lambda _: metrics.WRITE_ERRORS.inc(),
+            reraise=True,
+        ):
+            with attempt:
+                write()
+
+    def _maybe_flush_live(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_live_at < self.options.live_every_s:
+            return
+        self._last_live_at = now
+        try:
+            self.live.flush(self.status())
+        except OSError as error:
+            metrics.WRITE_ERRORS.inc()
+            log.warning("live state not written: %s", error)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.options.worker_id,
+            "consumed": self.totals.consumed,
+            "landed": self.totals.landed,
+            "dead_letters": self.totals.dead_letters,
+            "anomalies": self.totals.anomalies,
+            "late_events": self.totals.late,
+            "watermarks": {
+                f"{t}/{p}": progress.watermark for (t, p), progress in self.progress.items()
+            },
+            "assigned": sorted(f"{t}/{p}" for t, p in self.progress),
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", **self.status()}
+
+
+def _iso(millis: int) -> str:
+    return (
+        datetime.fromtimestamp(millis / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
