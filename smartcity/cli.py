@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from simulator.cli import simulate
 from smartcity.services.cli import services_app
 from smartcity.topics import topics_app
 from smartcity_stream.cli import stream
@@ -21,3 +22,4 @@ app = typer.Typer(
 app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
 app.command("stream")(stream)
+app.command("simulate")(simulate)
