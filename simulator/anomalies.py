@@ -128,7 +128,7 @@ class AnomalyPlanner:
         """Advance through the steps at `times_ms`; what is active at each of them."""
         shape = (len(times_ms), self._group.size)
         plan = AnomalyPlan(np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape, bool))
-        active = False
+        active = bool((self._kinds != NO_ANOMALY).any())  # carried over from the last block
         for row, epoch_ms in enumerate(times_ms.tolist()):
             if epoch_ms >= self._next_event_ms:
                 active = self._advance(epoch_ms, plan.stuck_starts[row])

@@ -34,9 +34,10 @@ from simulator.registry import EnergySensors, TrafficSensors, WeatherSensors
 
 RAIN_TIP_MM = 0.2  # a tipping-bucket rain gauge reports rain in whole tips
 METERS_COMMISSIONED = datetime(2024, 1, 1, tzinfo=UTC)
-METER_BOUND_SHARE = 1.0
-"""Meters start each run at `base + capacity * share * hours since commissioning`: an upper
-bound of what they counted before, so `energy_kwh` never decreases from one run to the next."""
+METER_BOUND_SHARE = 2.0
+"""Meters start each run at `capacity * share * hours since commissioning`, whatever the seed:
+no feeder averages twice its capacity, so this bounds what the meter counted before and
+`energy_kwh` never decreases from one run to a later one."""
 
 
 class SmoothNoise:
@@ -190,8 +191,7 @@ class EnergyModel:
         self._scale = rng.uniform(0.75, 1.05, n)
         self._noise = SmoothNoise(n, 900, 0.06, interval_s, rng)
         hours = max(0.0, (start_ms / 1000 - METERS_COMMISSIONED.timestamp()) / 3600)
-        base = rng.uniform(1_000, 50_000, n)
-        self._meter = base + sensors.feeder_capacity_kw * METER_BOUND_SHARE * hours
+        self._meter = sensors.feeder_capacity_kw * METER_BOUND_SHARE * hours
 
     def block(
         self, clock: LocalClock, temp_c: np.ndarray, kinds: np.ndarray, severity: np.ndarray
