@@ -118,9 +118,11 @@ def test_temperature_peaks_in_the_afternoon_and_humidity_moves_against_it() -> N
 
 
 def test_rain_is_reported_in_whole_bucket_tips() -> None:
-    messages, _ = simulate(24 * 60, interval_ms=60_000)
+    stations = build_registry(parse_sensor_counts("traffic=1,weather=10,energy=1"))
+    messages, _ = simulate(14 * 24 * 6, interval_ms=600_000, registry=stations)
     rain = np.array([orjson.loads(v)["precipitation_mm"] for _, v, _, _ in messages["weather"]])
     assert np.allclose(np.round(rain / 0.2), rain / 0.2)
+    assert 0.02 < (rain > 0).mean() < 0.4  # it rains now and then in a Berlin November
 
 
 def test_energy_is_consistent_and_the_meter_never_decreases() -> None:
