@@ -30,7 +30,11 @@ def stream(
     ),
     metrics_host: str = typer.Option("127.0.0.1", help="Address of /metrics and /healthz."),
     metrics_port: int = typer.Option(9108, min=0, max=65535, help="Port (0: a free one)."),
-    worker_id: str = typer.Option(None, help="Name of this worker's live state."),
+    worker_id: str = typer.Option(
+        None,
+        help="A stable name: names the live state and makes the worker a static group member, "
+        "so a restart gets its partitions back at once.",
+    ),
 ) -> None:
     """Consume the reading topics: validate, land exactly once, detect anomalies, live state."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -44,7 +48,7 @@ def stream(
         metrics_host=metrics_host,
         metrics_port=metrics_port,
         rules=RuleConfig.load(rules),
-        **({"worker_id": worker_id} if worker_id else {}),
+        **({"worker_id": worker_id, "static_member": True} if worker_id else {}),
     )
     sensors = sensors_by_id(registry_from_lake(Lake.from_settings(settings)))
     worker = StreamWorker(settings, sensors, options)

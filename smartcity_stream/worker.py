@@ -24,7 +24,14 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from smartcity.contract import ContractError, ReadingDecoder
@@ -41,6 +48,8 @@ from smartcity_stream.windows import TumblingWindows
 log = logging.getLogger("smartcity.stream")
 
 GROUP_ID = "smartcity-stream"
+UNASSIGNED_PATIENCE_S = 60.0
+LAG_EVERY_S = 5.0
 TopicPartitionKey = tuple[str, int]
 
 
@@ -54,6 +63,7 @@ class WorkerOptions:
     until_idle_s: float | None = None
     group_id: str = GROUP_ID
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    static_member: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     rules: RuleConfig = field(default_factory=RuleConfig)
@@ -97,6 +107,8 @@ class StreamWorker:
         self._delivery_errors: list[str] = []
         self._last_message_at = time.monotonic()
         self._last_live_at = 0.0
+        self._assigned_once = False
+        self._last_lag_at = 0.0
         self.consumer = Consumer(
             client_config(
                 settings,
@@ -107,6 +119,8 @@ class StreamWorker:
                     "max.poll.interval.ms": 900_000,
                     "fetch.max.bytes": 104_857_600,
                     "queued.max.messages.kbytes": 262_144,
+                    "session.timeout.ms": 10_000,
+                    **({"group.instance.id": options.worker_id} if options.static_member else {}),
                 },
             )
         )
@@ -145,6 +159,7 @@ class StreamWorker:
                 elif self._idle_long_enough():
                     break
                 self._maybe_flush_live()
+                self._maybe_update_lag()
         finally:
             self._maybe_flush_live(force=True)
             self.consumer.close()
@@ -158,17 +173,50 @@ class StreamWorker:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def _idle_long_enough(self) -> bool:
+        """Idle: no message for `until_idle_s` and nothing left to read in the partitions held.
+
+        A group still settling (no assignment yet) or a coordinator still loading (messages
+        there but none fetched) is not idleness; the worker waits for it up to a minute.
+        """
         idle = self.options.until_idle_s
-        return idle is not None and time.monotonic() - self._last_message_at >= idle
+        if idle is None or time.monotonic() - self._last_message_at < idle:
+            return False
+        if self._update_lag() > 0 or not self._assigned_once:
+            return time.monotonic() - self._last_message_at >= max(idle, UNASSIGNED_PATIENCE_S)
+        return True
+
+    def _maybe_update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_at >= LAG_EVERY_S:
+            self._last_lag_at = now
+            self._update_lag()
+
+    def _update_lag(self) -> int:
+        """Messages behind the partitions' ends, as the consumer-lag metric; returns the sum."""
+        total = 0
+        for (topic, partition), progress in self.progress.items():
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=2
+                )
+            except KafkaException:
+                continue
+            lag = max(high - progress.committed_offset, 0)
+            metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+            total += lag
+        return total
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._last_message_at = time.monotonic()
+        self._assigned_once = self._assigned_once or bool(partitions)
+        log.info("assigned %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions))
         for tp in partitions:
             self.progress[(tp.topic, tp.partition)] = load_progress(
                 self.lake, tp.topic, tp.partition
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("revoked %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions))
         for tp in partitions:
             self.progress.pop((tp.topic, tp.partition), None)
             self.held.pop((tp.topic, tp.partition), None)
