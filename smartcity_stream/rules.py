@@ -27,12 +27,22 @@ class RuleConfig(BaseModel):
 
     severe_congestion_speed_kmh: float = Field(25.0, description="window mean speed below")
     severe_congestion_levels: tuple[str, ...] = ("high", "severe")
-    high_volume_capacity_factor: float = Field(
-        1.0, description="vehicles per interval above the road's capacity for that interval"
+    severe_congestion_occupancy_pct: float = Field(
+        50.0, description="and window mean occupancy above (rush hour on a small road is not)"
     )
+    high_volume_capacity_factor: float = Field(
+        1.3,
+        description="recent flow above this multiple of the road's capacity "
+        "(rush hour peaks at about 1.2)",
+    )
+    flow_recent_s: float = Field(120.0, description="time constant of the recent flow")
     speed_low_kmh: float = 15.0
     speed_high_kmh: float = 120.0
+    speed_limit_factor: float = Field(1.5, description="mean speed above this times the limit")
     speed_min_vehicles: int = Field(3, description="speeds of fewer vehicles are noise")
+    speed_low_max_occupancy_pct: float = Field(
+        15.0, description="slow is odd only on a free road: occupancy below this"
+    )
     temperature_min_c: float = -25.0
     temperature_max_c: float = 42.0
     humidity_min_pct: float = 1.0
@@ -41,7 +51,8 @@ class RuleConfig(BaseModel):
     energy_baseline_alpha: float = Field(0.01, gt=0, le=1)
     energy_baseline_warmup: int = 30
     voltage_tolerance_pct: float = 10.0
-    stuck_readings: int = Field(20, description="identical consecutive readings")
+    stuck_for_s: float = Field(600.0, description="identical readings for this long")
+    stuck_min_readings: int = Field(5, description="and at least this many of them")
     zscore_threshold: float = 6.0
     zscore_alpha: float = Field(0.01, gt=0, le=1)
     zscore_warmup: int = 120
@@ -74,19 +85,19 @@ class Running:
         return (value - self.mean) / spread if spread > 1e-9 else 0.0
 
     def update(self, value: float) -> None:
+        """A plain running mean until 1/count falls below alpha: no bias towards the start."""
         self.count += 1
-        if self.count == 1:
-            self.mean = value
-            return
+        alpha = max(self.alpha, 1 / self.count)
         delta = value - self.mean
-        self.mean += self.alpha * delta
-        self.variance = (1 - self.alpha) * (self.variance + self.alpha * delta * delta)
+        self.mean += alpha * delta
+        self.variance = (1 - alpha) * (self.variance + alpha * delta * delta)
 
 
 @dataclass
 class SensorMemory:
     previous: dict[str, Any] | None = None
     same_count: int = 0
+    same_since_ms: int = 0
     baseline: Running | None = None
     stats: Running | None = None
     last_hit_ms: dict[str, int] = field(default_factory=dict)
@@ -119,8 +130,8 @@ class RuleEngine:
         sensor_type = reading["sensor_type"]
         memory = self._memory.setdefault(reading["sensor_id"], SensorMemory())
         findings = [
-            *getattr(self, f"_{sensor_type}")(reading, window, memory),
-            *self._stuck(reading, memory),
+            *getattr(self, f"_{sensor_type}")(reading, event_ms, window, memory),
+            *self._stuck(reading, event_ms, memory),
             *self._zscore(reading, memory),
         ]
         memory.previous = dict(reading)
@@ -132,57 +143,73 @@ class RuleEngine:
         return last is None or event_ms - last > self.config.episode_gap_s * 1000
 
     def _traffic(
-        self, reading: Mapping[str, Any], window: Window | None, memory: SensorMemory
+        self,
+        reading: Mapping[str, Any],
+        event_ms: int,
+        window: Window | None,
+        memory: SensorMemory,
     ) -> list[Finding]:
         c = self.config
         found = []
+        sensor = self.sensors.get(reading["sensor_id"], {})
         count = reading["vehicle_count"]
         speed = reading["average_speed_kmh"]
+        level = reading["congestion_level"]
         mean_speed = window.mean("average_speed_kmh") if window else speed
+        occupancy = window.mean("occupancy_pct") if window else reading["occupancy_pct"]
         if (
-            reading["congestion_level"] in c.severe_congestion_levels
+            level in c.severe_congestion_levels
             and mean_speed is not None
             and mean_speed < c.severe_congestion_speed_kmh
+            and (occupancy or 0.0) >= c.severe_congestion_occupancy_pct
         ):
             ratio = c.severe_congestion_speed_kmh / max(mean_speed, 1.0)
-            found.append(
-                Finding(
-                    "severe_congestion",
-                    _severity(ratio),
-                    {
-                        "congestion_level": reading["congestion_level"],
-                        "window_mean_speed_kmh": mean_speed,
-                    },
-                )
-            )
-        capacity = self.sensors.get(reading["sensor_id"], {}).get("capacity_vph")
-        if capacity:
-            limit = (
-                capacity * (reading.get("interval_s") or 1.0) / 3600 * c.high_volume_capacity_factor
-            )
-            if count > max(limit, 1.0):
-                found.append(
-                    Finding(
-                        "high_volume",
-                        _severity(count / max(limit, 1.0)),
-                        {"vehicle_count": count, "threshold": round(limit, 2)},
-                    )
-                )
+            values = {"congestion_level": level, "window_mean_speed_kmh": mean_speed}
+            found.append(Finding("severe_congestion", _severity(ratio), values))
+        jammed = mean_speed is not None and mean_speed < c.severe_congestion_speed_kmh
+        if not jammed:
+            found += self._high_volume(reading, memory, sensor)
+        limit = sensor.get("speed_limit_kmh") or c.speed_high_kmh
+        too_fast = min(c.speed_high_kmh, c.speed_limit_factor * limit)
+        vehicles = window.measures["vehicle_count"].total if window else count
         if (
-            speed is not None
-            and count >= c.speed_min_vehicles
-            and (speed < c.speed_low_kmh or speed > c.speed_high_kmh)
+            mean_speed is not None
+            and vehicles >= c.speed_min_vehicles
+            and (mean_speed > too_fast or (mean_speed < c.speed_low_kmh and level == "low"))
         ):
             ratio = (
-                speed / c.speed_high_kmh
-                if speed > c.speed_high_kmh
-                else c.speed_low_kmh / max(speed, 1.0)
+                mean_speed / too_fast
+                if mean_speed > too_fast
+                else c.speed_low_kmh / max(mean_speed, 1.0)
             )
-            found.append(Finding("speed_anomaly", _severity(ratio), {"average_speed_kmh": speed}))
+            values = {"window_mean_speed_kmh": mean_speed, "threshold_kmh": round(too_fast, 1)}
+            found.append(Finding("speed_anomaly", _severity(ratio), values))
         return found
 
+    def _high_volume(
+        self, reading: Mapping[str, Any], memory: SensorMemory, sensor: Mapping[str, Any]
+    ) -> list[Finding]:
+        """Recent flow (an average over minutes, not one noisy interval) against capacity."""
+        c = self.config
+        capacity = sensor.get("capacity_vph")
+        interval_s = reading.get("interval_s") or 1.0
+        recent = memory.baseline or Running(1 - math.exp(-interval_s / c.flow_recent_s))
+        memory.baseline = recent
+        recent.update(reading["vehicle_count"])
+        flow = recent.mean * 3600 / interval_s
+        warming_up = recent.count * interval_s < c.flow_recent_s
+        if warming_up or not capacity or flow <= c.high_volume_capacity_factor * capacity:
+            return []
+        limit = c.high_volume_capacity_factor * capacity
+        values = {"recent_flow_vph": round(flow), "threshold_vph": round(limit)}
+        return [Finding("high_volume", _severity(flow / limit), values)]
+
     def _weather(
-        self, reading: Mapping[str, Any], window: Window | None, memory: SensorMemory
+        self,
+        reading: Mapping[str, Any],
+        event_ms: int,
+        window: Window | None,
+        memory: SensorMemory,
     ) -> list[Finding]:
         c = self.config
         found = []
@@ -218,7 +245,11 @@ class RuleEngine:
         return found
 
     def _energy(
-        self, reading: Mapping[str, Any], window: Window | None, memory: SensorMemory
+        self,
+        reading: Mapping[str, Any],
+        event_ms: int,
+        window: Window | None,
+        memory: SensorMemory,
     ) -> list[Finding]:
         c = self.config
         found = []
@@ -252,22 +283,31 @@ class RuleEngine:
             )
         return found
 
-    def _stuck(self, reading: Mapping[str, Any], memory: SensorMemory) -> list[Finding]:
+    def _stuck(
+        self, reading: Mapping[str, Any], event_ms: int, memory: SensorMemory
+    ) -> list[Finding]:
         fields = MEASURES[reading["sensor_type"]]
         values = tuple(reading[name] for name in fields)
         previous = memory.previous
         if previous is not None and values == tuple(previous[name] for name in fields):
             memory.same_count += 1
         else:
-            memory.same_count = 0
-        if memory.same_count + 1 >= self.config.stuck_readings and any(values):
+            memory.same_count, memory.same_since_ms = 0, event_ms
+        stuck_ms = event_ms - memory.same_since_ms
+        if (
+            memory.same_count + 1 >= self.config.stuck_min_readings
+            and stuck_ms >= self.config.stuck_for_s * 1000
+            and any(values)
+        ):
+            values_by_name = dict(zip(fields, values, strict=True))
             return [
                 Finding(
                     "stuck_sensor",
                     "warning",
                     {
-                        "value": dict(zip(fields, values, strict=True)),
+                        "value": values_by_name,
                         "readings": memory.same_count + 1,
+                        "for_s": stuck_ms / 1000,
                     },
                 )
             ]

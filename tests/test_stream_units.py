@@ -79,17 +79,25 @@ class TestRules:
     def test_severe_congestion_needs_level_and_slow_mean(self) -> None:
         engine = self.engine()
         assert self.kinds(engine, traffic(1, congestion_level="high", average_speed_kmh=30.0)) == []
-        found = self.kinds(engine, traffic(2, congestion_level="severe", average_speed_kmh=12.0))
-        assert "severe_congestion" in found
+        thin = traffic(2, congestion_level="severe", average_speed_kmh=12.0, occupancy_pct=30.0)
+        assert self.kinds(engine, thin) == []
+        dense = traffic(3, congestion_level="severe", average_speed_kmh=12.0, occupancy_pct=80.0)
+        assert "severe_congestion" in self.kinds(engine, dense)
 
-    def test_high_volume_follows_capacity(self) -> None:
-        engine = self.engine()  # 1800 vehicles/h carry 5 per 10 s
-        assert "high_volume" not in self.kinds(engine, traffic(2, vehicle_count=5))
-        assert "high_volume" in self.kinds(self.engine(), traffic(3, vehicle_count=6))
+    def test_high_volume_follows_capacity_over_minutes(self) -> None:
+        busy, surge = self.engine(), self.engine()  # 1800 vehicles/h: 5 per 10 s
+        at = [T0 + i * 10_000 for i in range(30)]
+        busy_kinds = [self.kinds(busy, traffic(i, vehicle_count=6), t) for i, t in enumerate(at)]
+        assert all("high_volume" not in found for found in busy_kinds)  # 1.2 x capacity
+        surge_kinds = [self.kinds(surge, traffic(i, vehicle_count=8), t) for i, t in enumerate(at)]
+        assert all("high_volume" not in found for found in surge_kinds[:11])  # warming up
+        assert any("high_volume" in found for found in surge_kinds)
 
     def test_speed_anomaly_both_ways_but_not_for_one_car(self) -> None:
         assert "speed_anomaly" in self.kinds(self.engine(), traffic(1, average_speed_kmh=140.0))
         assert "speed_anomaly" in self.kinds(self.engine(), traffic(1, average_speed_kmh=8.0))
+        jammed = traffic(1, average_speed_kmh=8.0, congestion_level="severe", occupancy_pct=80.0)
+        assert "speed_anomaly" not in self.kinds(self.engine(), jammed)
         one_car = traffic(1, average_speed_kmh=140.0, vehicle_count=1)
         assert "speed_anomaly" not in self.kinds(self.engine(), one_car)
 
@@ -100,10 +108,10 @@ class TestRules:
         assert self.kinds(engine, {**fast, "seq": 2}, T0 + 10_000) == []
         assert self.kinds(engine, {**fast, "seq": 3}, T0 + 10 * MINUTE) == ["speed_anomaly"]
 
-    def test_stuck_sensor_after_identical_readings(self) -> None:
-        engine = self.engine(stuck_readings=5)
-        found = [self.kinds(engine, traffic(seq), T0 + seq * 10_000) for seq in range(6)]
-        assert found[3] == [] and "stuck_sensor" in found[4]
+    def test_stuck_sensor_after_identical_readings_for_long_enough(self) -> None:
+        engine = self.engine(stuck_for_s=60, stuck_min_readings=5)
+        found = [self.kinds(engine, traffic(seq), T0 + seq * 10_000) for seq in range(8)]
+        assert found[5] == [] and "stuck_sensor" in found[6]
 
     def test_weather_out_of_range_and_jump(self) -> None:
         engine = self.engine()
