@@ -26,6 +26,14 @@ def landing_key(
     return f"{landing_dir(sensor_type, day, hour)}/p{partition}-{first}-{last}.parquet"
 
 
+def anomaly_landing_key(
+    sensor_type: str, day: date | str, hour: int, partition: int, first: int, last: int
+) -> str:
+    """The stream's anomalies of one segment, named by the readings' source offsets."""
+    name = f"{sensor_type}-p{partition}-{first}-{last}.parquet"
+    return f"{LANDING}/anomalies/date={day}/hour={hour:02d}/{name}"
+
+
 def progress_key(topic: str, partition: int) -> str:
     return f"{PROGRESS}/{topic}/p{partition}.json"
 

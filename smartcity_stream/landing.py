@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 
 from smartcity.contract import reading_schema
 from smartcity.lake import Lake
-from smartcity.layout import landing_key
+from smartcity.layout import anomaly_landing_key, landing_key
+from smartcity_stream.anomalies import anomaly_table
 
 EVENT_TIME = pa.timestamp("ms", tz="UTC")
 _ARROW_TYPES = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string()}
@@ -106,3 +107,16 @@ def landing_files(sensor_type: str, partition: int, table: pa.Table) -> list[Lan
 def write_files(lake: Lake, files: Iterable[LandingFile]) -> int:
     """Write every file; returns the bytes written."""
     return sum(lake.write_parquet(file.key, file.table) for file in files)
+
+
+def anomaly_files(
+    sensor_type: str, partition: int, offsets: tuple[int, int], anomalies: list[dict[str, Any]]
+) -> list[LandingFile]:
+    """The segment's anomalies, named by the segment's source offsets: a replay overwrites."""
+    if not anomalies:
+        return []
+    files = []
+    for day, hour, rows in split_by_hour(anomaly_table(anomalies)):
+        key = anomaly_landing_key(sensor_type, day, hour, partition, *offsets)
+        files.append(LandingFile(key, day, hour, partition, rows))
+    return files

@@ -17,6 +17,7 @@ import pyarrow as pa
 from smartcity.lake import Lake
 from smartcity.layout import live_key
 from smartcity.settings import SENSOR_TYPES
+from smartcity_stream.anomalies import anomaly_table
 from smartcity_stream.landing import landing_schema
 
 
@@ -28,22 +29,6 @@ def latest_schema() -> pa.Schema:
         for field in landing_schema(sensor_type):
             fields.setdefault(field.name, field.with_nullable(True))
     return pa.schema(list(fields.values()))
-
-
-ANOMALY_SCHEMA = pa.schema(
-    [
-        ("anomaly_id", pa.string()),
-        ("sensor_id", pa.string()),
-        ("sensor_type", pa.string()),
-        ("kind", pa.string()),
-        ("severity", pa.string()),
-        ("event_time", pa.timestamp("ms", tz="UTC")),
-        ("window_start", pa.timestamp("ms", tz="UTC")),
-        ("window_end", pa.timestamp("ms", tz="UTC")),
-        ("detected_at", pa.timestamp("ms", tz="UTC")),
-        ("values", pa.string()),
-    ]
-)
 
 
 class LiveState:
@@ -81,10 +66,7 @@ class LiveState:
             schema=schema,
         )
         self.lake.write_parquet(live_key(self.worker_id, "latest.parquet"), latest)
-        anomalies = pa.Table.from_pylist(
-            [{**a, "values": orjson.dumps(a["values"]).decode()} for a in self.anomalies],
-            schema=ANOMALY_SCHEMA,
-        )
+        anomalies = anomaly_table(list(self.anomalies))
         self.lake.write_parquet(live_key(self.worker_id, "anomalies.parquet"), anomalies)
         if self.windows:
             windows = pa.Table.from_pylist(list(self.windows.values()))

@@ -39,7 +39,13 @@ from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream import metrics
-from smartcity_stream.landing import landing_files, rows_to_table, write_files
+from smartcity_stream.landing import (
+    LandingFile,
+    anomaly_files,
+    landing_files,
+    rows_to_table,
+    write_files,
+)
 from smartcity_stream.live import LiveState
 from smartcity_stream.progress import PartitionProgress, load_progress, save_progress
 from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
@@ -67,6 +73,15 @@ class WorkerOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     rules: RuleConfig = field(default_factory=RuleConfig)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What one partition's segment of a batch becomes in the lake."""
+
+    files: list[LandingFile]
+    anomaly_files: list[LandingFile]
+    watermark: str | None
 
 
 @dataclass
@@ -231,14 +246,15 @@ class StreamWorker:
         segments = self._segments(messages, release_held)
         if not segments:
             return
-        plans = {}
+        plans: dict[TopicPartitionKey, SegmentPlan] = {}
         for tp, batch in segments.items():
             plans[tp] = self._prepare(tp, batch)
             progress = self.progress[tp]
             progress.pending_first, progress.pending_last = batch[0].offset(), batch[-1].offset()
         for tp in plans:
             self._durably(lambda tp=tp: save_progress(self.lake, self.progress[tp]))
-        for files, _ in plans.values():
+        for plan in plans.values():
+            files = [*plan.files, *plan.anomaly_files]
             self._durably(lambda files=files: write_files(self.lake, files))
         self._publish_and_wait()
         self.consumer.commit(
@@ -248,14 +264,14 @@ class StreamWorker:
             ],
             asynchronous=False,
         )
-        for tp, (files, watermark) in plans.items():
+        for tp, plan in plans.items():
             progress = self.progress[tp]
             progress.committed_offset = segments[tp][-1].offset() + 1
             progress.pending_first = progress.pending_last = None
-            progress.watermark = watermark or progress.watermark
-            progress.record(files)
+            progress.watermark = plan.watermark or progress.watermark
+            progress.record(plan.files)
             self._durably(lambda progress=progress: save_progress(self.lake, progress))
-            self.totals.files += len(files)
+            self.totals.files += len(plan.files)
         self.totals.batches += 1
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
@@ -290,7 +306,7 @@ class StreamWorker:
             segments[tp] = batch
         return segments
 
-    def _prepare(self, tp: TopicPartitionKey, batch: list[Message]) -> tuple[list, str | None]:
+    def _prepare(self, tp: TopicPartitionKey, batch: list[Message]) -> SegmentPlan:
         """Check each message, run windows and rules; returns the files to land."""
         sensor_type = self.topic_types[tp[0]]
         rows: list[dict[str, Any]] = []
@@ -313,27 +329,33 @@ class StreamWorker:
         self.totals.consumed += len(batch)
         metrics.CONSUMED.labels(tp[0]).inc(len(batch))
         if not rows:
-            return [], None
+            return SegmentPlan([], [], None)
         table = rows_to_table(sensor_type, rows)
         event_ms = table.column("event_time").cast(pa.int64()).to_pylist()
-        self._detect(tp, rows, event_ms)
+        anomalies = self._detect(tp, rows, event_ms)
         self.totals.landed += len(rows)
         metrics.LANDED.labels(sensor_type).inc(len(rows))
         watermark = _iso(max(self.windows.watermark_ms(tp), 0))
-        return landing_files(sensor_type, tp[1], table), watermark
+        offsets = (batch[0].offset(), batch[-1].offset())
+        return SegmentPlan(
+            landing_files(sensor_type, tp[1], table),
+            anomaly_files(sensor_type, tp[1], offsets, anomalies),
+            watermark,
+        )
 
     def _detect(
         self, tp: TopicPartitionKey, rows: list[dict[str, Any]], event_ms: list[int]
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         late_before = self.windows.late_events
         latest = []
+        anomalies = []
         for reading, millis in zip(rows, event_ms, strict=True):
             values = {name: reading.get(name) for name in MEASURES[reading["sensor_type"]]}
             window = self.windows.add(
                 tp, reading["sensor_id"], reading["sensor_type"], millis, values
             )
             for finding in self.rules.evaluate(reading, millis, window):
-                self._anomaly(reading, millis, window, finding)
+                anomalies.append(self._anomaly(reading, millis, window, finding))
             latest.append({**reading, "event_time": millis})
         self.live.update_latest(latest)
         for closed in self.windows.close_ready():
@@ -344,8 +366,11 @@ class StreamWorker:
         metrics.WATERMARK.labels(tp[0], str(tp[1])).set(
             max(self.windows.watermark_ms(tp), 0) / 1000
         )
+        return anomalies
 
-    def _anomaly(self, reading: dict[str, Any], event_ms: int, window: Any, finding: Any) -> None:
+    def _anomaly(
+        self, reading: dict[str, Any], event_ms: int, window: Any, finding: Any
+    ) -> dict[str, Any]:
         start = window.start_ms if window else event_ms
         end = window.end_ms if window else event_ms
         detected_ms = int(time.time() * 1000)
@@ -381,6 +406,7 @@ class StreamWorker:
         self.totals.anomalies += 1
         metrics.ANOMALIES.labels(finding.kind, finding.severity).inc()
         metrics.EVENT_TO_ANOMALY.observe(max(detected_ms - event_ms, 0) / 1000)
+        return anomaly
 
     def _dead_letter(self, message: Message, reason: str, error: str) -> None:
         headers = [

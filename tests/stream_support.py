@@ -17,7 +17,7 @@ from simulator.simulation import Simulation, SimulationConfig
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.layout import LANDING
-from smartcity.settings import Settings
+from smartcity.settings import SENSOR_TYPES, Settings
 
 SMARTCITY = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "smartcity")
 INVALID_CODES = {FAULT_KINDS.index(kind) + 1 for kind in FAULT_KINDS[:5]}
@@ -111,8 +111,13 @@ def start_worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
 
 def landed(lake: Lake, sensor_type: str | None = None):
     """Every landed row (of one type, or all) as a pyarrow table."""
-    prefix = f"{LANDING}/{sensor_type}" if sensor_type else LANDING
-    files = [info.path for info in lake.list_files(prefix) if info.path.endswith(".parquet")]
+    types = [sensor_type] if sensor_type else list(SENSOR_TYPES)
+    files = [
+        info.path
+        for t in types
+        for info in lake.list_files(f"{LANDING}/{t}")
+        if info.path.endswith(".parquet")
+    ]
     tables = [
         ds.dataset(files_of_type, filesystem=lake.filesystem, format="parquet").to_table(
             columns=["sensor_id", "sensor_type", "seq", "kafka_partition", "kafka_offset"]
