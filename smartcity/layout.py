@@ -12,6 +12,7 @@ LANDING = "landing"
 PROGRESS = f"{LANDING}/_progress"
 LIVE = "live"
 TABLES = "tables"
+QUALITY = "quality"
 
 
 def landing_dir(sensor_type: str, day: date | str, hour: int | None = None) -> str:
@@ -53,3 +54,8 @@ def table_partition_key(asset: str, day: date | str) -> str:
 
 def registry_key() -> str:
     return f"{table_dir('sensor_registry')}/sensor_registry.parquet"
+
+
+def quality_key(asset: str, day: date | str) -> str:
+    """Check results of one materialized partition (what the API's /quality serves)."""
+    return f"{QUALITY}/{asset}/date={day}.json"
