@@ -18,7 +18,14 @@ from typing import Annotated, Any, Literal, Union
 
 import fastjsonschema
 import orjson
-from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic import create_model as _create_model
 
 SCHEMA_VERSION = 1
@@ -70,7 +77,19 @@ def _check_time(value: str) -> str:
     return value
 
 
-_JSON_TYPES: dict[str, Any] = {"integer": int, "number": float, "string": str, "null": None}
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer is any number without a fraction: 7.0 is one, "7" and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_JSON_TYPES: dict[str, Any] = {
+    "integer": Annotated[int, BeforeValidator(_json_integer)],
+    "number": float,
+    "string": str,
+    "null": None,
+}
 
 
 def _annotation(spec: dict[str, Any]) -> Any:
