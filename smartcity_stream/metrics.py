@@ -71,6 +71,29 @@ EVENT_TO_ANOMALY = Histogram(
     registry=REGISTRY,
 )
 
+# The Grafana city map needs each traffic sensor's place and latest state, and Prometheus
+# cannot read the lake's live state: so the place rides along as labels. That is a fixed
+# set of series (one per traffic sensor, 100 in the default city), not unbounded cardinality.
+SENSOR_CONGESTION = Gauge(
+    "smartcity_stream_sensor_congestion_level",
+    "Latest congestion level of a traffic sensor: 0 low, 1 medium, 2 high, 3 severe.",
+    ["sensor_id", "district", "latitude", "longitude"],
+    registry=REGISTRY,
+)
+CONGESTION_LEVELS = {"low": 0, "medium": 1, "high": 2, "severe": 3}
+
+
+def record_congestion(readings: list[dict[str, Any]], sensors: dict[str, dict[str, Any]]) -> None:
+    """Set the gauge once per sensor per batch (the last reading wins), not once per reading."""
+    latest = {r["sensor_id"]: r["congestion_level"] for r in readings if r.get("congestion_level")}
+    for sensor_id, level in latest.items():
+        sensor = sensors.get(sensor_id)
+        if sensor is None or level not in CONGESTION_LEVELS:
+            continue
+        SENSOR_CONGESTION.labels(
+            sensor_id, sensor["district"], str(sensor["latitude"]), str(sensor["longitude"])
+        ).set(CONGESTION_LEVELS[level])
+
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:

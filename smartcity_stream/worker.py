@@ -358,6 +358,7 @@ class StreamWorker:
                 anomalies.append(self._anomaly(reading, millis, window, finding))
             latest.append({**reading, "event_time": millis})
         self.live.update_latest(latest)
+        metrics.record_congestion(rows, self.sensors)
         for closed in self.windows.close_ready():
             self.live.add_window(closed.as_row())
         late = self.windows.late_events - late_before
