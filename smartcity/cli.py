@@ -10,6 +10,7 @@ import typer
 from simulator.cli import simulate
 from smartcity.services.cli import services_app
 from smartcity.topics import topics_app
+from smartcity_api.cli import api
 from smartcity_stream.cli import stream
 
 app = typer.Typer(
@@ -23,3 +24,4 @@ app.add_typer(services_app, name="services")
 app.add_typer(topics_app, name="topics")
 app.command("stream")(stream)
 app.command("simulate")(simulate)
+app.command("api")(api)

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     api_key: SecretStr | None = None
+    api_cors_origins: str = Field(
+        default="", description="comma-separated origins allowed by the API's CORS, or *"
+    )
     kafka_port: int = Field(default=0, ge=0, le=65535)
     s3_port: int = Field(default=0, ge=0, le=65535)
 
@@ -84,6 +87,10 @@ class Settings(BaseSettings):
         if not value or not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError(f"use letters, digits, '.', '_' or '-', got {value!r}")
         return value
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [origin.strip() for origin in self.api_cors_origins.split(",") if origin.strip()]
 
     @property
     def lake_scheme(self) -> str:

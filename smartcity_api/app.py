@@ -1,0 +1,101 @@
+"""The FastAPI application: `create_app(settings)`, or `from_environment()` for uvicorn.
+
+The app reads the lake and the stream worker's live state directly; it never runs Dagster
+jobs or consumes Kafka per request. `/`, `/health`, `/metrics` and the docs are open;
+everything under `/api/v1` needs the API key when one is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from smartcity.settings import Settings, load_settings
+from smartcity_api import __version__, errors
+from smartcity_api.broker import Broker
+from smartcity_api.deps import require_api_key
+from smartcity_api.metrics import ApiMetrics, MetricsMiddleware
+from smartcity_api.models import Root
+from smartcity_api.responses import OrjsonResponse, error_responses, json_response
+from smartcity_api.routers import (
+    aggregates,
+    anomalies,
+    export,
+    health,
+    quality,
+    sensors,
+    statistics,
+)
+from smartcity_api.store import LakeReader
+
+API_PREFIX = "/api/v1"
+DESCRIPTION = """Sensors, reading history, aggregates, anomalies, data quality and
+statistics of the smartcity platform, read from the lake and the stream worker's live state.
+When the server has `SMARTCITY_API_KEY` set, `/api/v1/*` needs it in the `X-API-Key` header.
+Errors are `{"detail": "<parameter>: <what is wrong and what is allowed>"}`."""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="smartcity API",
+        version=__version__,
+        description=DESCRIPTION,
+        default_response_class=OrjsonResponse,
+    )
+    app.state.settings = settings
+    app.state.reader = LakeReader(settings)
+    app.state.broker = Broker(settings)
+    metrics = ApiMetrics()
+    errors.install(app)
+
+    api = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Depends(require_api_key)],
+        responses=error_responses(401, 422, 503),
+    )
+    for module in (sensors, aggregates, anomalies, quality, statistics, export):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(health.router)
+
+    @app.get("/", response_model=Root, tags=["meta"], summary="What this service is")
+    def root() -> Any:
+        return json_response(
+            {
+                "name": "smartcity API",
+                "version": __version__,
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "health": "/health",
+                "metrics": "/metrics",
+            }
+        )
+
+    @app.get(
+        "/metrics",
+        tags=["meta"],
+        summary="Prometheus metrics of the API",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["X-API-Key"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def from_environment() -> FastAPI:
+    """The factory uvicorn calls in each worker process (`--factory`)."""
+    return create_app(load_settings())

@@ -1,0 +1,26 @@
+"""`smartcity api`: serve the REST API with uvicorn."""
+
+from __future__ import annotations
+
+import typer
+import uvicorn
+
+from smartcity.cli_support import friendly_errors, settings_or_exit
+
+
+@friendly_errors
+def api(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, max=64, help="Worker processes."),
+) -> None:
+    """Serve the REST API (docs at /docs, health at /health, metrics at /metrics)."""
+    settings_or_exit()  # a wrong setting stops here with one line, not in every worker
+    uvicorn.run(
+        "smartcity_api.app:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+    )

@@ -1,0 +1,64 @@
+"""Prometheus metrics of the API itself, recorded by a pure ASGI middleware.
+
+Labels use the route's template (`/api/v1/sensors/{sensor_id}`), never the raw path, so
+the number of series stays bounded whatever clients send. Each app has its own registry,
+so several apps in one process (the tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED = "unmatched"
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "smartcity_api_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "smartcity_api_request_seconds",
+            "Time to answer a request, by route template.",
+            ["route"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            name = route.path if isinstance(route, Route) else UNMATCHED
+            self.metrics.requests.labels(name, scope["method"], str(status)).inc()
+            self.metrics.seconds.labels(name).observe(time.perf_counter() - started)

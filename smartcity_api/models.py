@@ -1,0 +1,237 @@
+"""Response models: the OpenAPI contract of every route.
+
+Row models are derived from the Arrow schemas the writers use (`landing_schema`,
+`REGISTRY_SCHEMA`, `ANOMALY_SCHEMA`), so a column added to the lake appears in the API's
+docs without a second copy of the schema. Handlers serialise rows with orjson directly
+(`responses.json_response`); these models document the shape, and the schemathesis test
+holds the responses to it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from simulator.registry import REGISTRY_SCHEMA
+from smartcity_stream.anomalies import ANOMALY_SCHEMA
+from smartcity_stream.live import latest_schema
+
+Status = Literal["ok", "degraded", "down"]
+KAFKA_COLUMNS = ("kafka_partition", "kafka_offset")
+
+
+def _python_type(arrow_type: pa.DataType) -> Any:
+    if pa.types.is_timestamp(arrow_type):
+        return datetime
+    if pa.types.is_integer(arrow_type):
+        return int
+    if pa.types.is_floating(arrow_type):
+        return float
+    if pa.types.is_boolean(arrow_type):
+        return bool
+    return str
+
+
+def arrow_model(
+    name: str,
+    schema: pa.Schema,
+    required: tuple[str, ...],
+    doc: str,
+    extra: dict[str, Any] | None = None,
+) -> type[BaseModel]:
+    """A pydantic model with one field per column; only `required` columns are non-null."""
+    fields: dict[str, Any] = {}
+    for field in schema:
+        python = _python_type(field.type)
+        fields[field.name] = (python, ...) if field.name in required else (python | None, None)
+    return create_model(name, __doc__=doc, **fields, **(extra or {}))  # type: ignore[call-overload]
+
+
+def reading_schema_without_kafka() -> pa.Schema:
+    """Every reading field of every type, without the Kafka coordinates."""
+    schema = latest_schema()
+    return pa.schema([f for f in schema if f.name not in KAFKA_COLUMNS])
+
+
+_READING_KEYS = ("sensor_id", "sensor_type", "event_time", "seq")
+
+Reading = arrow_model(
+    "Reading",
+    reading_schema_without_kafka(),
+    _READING_KEYS,
+    "One reading; measures of other sensor types are absent or null.",
+)
+LatestReading = arrow_model(
+    "LatestReading",
+    reading_schema_without_kafka(),
+    _READING_KEYS,
+    "The newest reading of a sensor in the live state, with its district.",
+    {"district": (str | None, None)},
+)
+Sensor = arrow_model(
+    "Sensor",
+    REGISTRY_SCHEMA,
+    ("sensor_id", "sensor_type", "district", "latitude", "longitude"),
+    "A sensor of the registry; type-specific attributes are null for other types.",
+)
+Anomaly = arrow_model(
+    "Anomaly",
+    pa.schema([f for f in ANOMALY_SCHEMA if f.name != "values"]),
+    ("anomaly_id", "sensor_id", "kind", "event_time"),
+    "An anomaly, detected by the stream worker or the batch layer.",
+    {
+        "values": (dict[str, Any] | None, None),
+        "district": (str | None, None),
+        "source": (Literal["stream", "batch", "both"], ...),
+    },
+)
+
+
+class ErrorResponse(BaseModel):
+    """What went wrong and what to send instead."""
+
+    detail: str = Field(examples=["limit: must be at most 10000, got 20000"])
+
+
+class Root(BaseModel):
+    name: str
+    version: str
+    docs: str
+    openapi: str
+    health: str
+    metrics: str
+
+
+class Component(BaseModel):
+    status: Status
+    detail: str
+    checked_at: datetime
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Health(BaseModel):
+    """`down` means the API cannot serve data (the lake is unreachable): HTTP 503."""
+
+    status: Status
+    components: dict[str, Component]
+
+
+class SensorPage(BaseModel):
+    items: list[Sensor]  # type: ignore[valid-type]
+    total: int = Field(description="sensors matching the filters, over all pages")
+    offset: int
+    limit: int
+
+
+class LatestList(BaseModel):
+    items: list[LatestReading]  # type: ignore[valid-type]
+    count: int
+
+
+class SensorDetail(BaseModel):
+    sensor: Sensor  # type: ignore[valid-type]
+    latest: LatestReading | None  # type: ignore[valid-type]
+    record_count: int = Field(
+        description="readings of this sensor stored in the lake (clean tables, then landing), "
+        "without duplicates"
+    )
+
+
+class ReadingPage(BaseModel):
+    sensor_id: str
+    sensor_type: str
+    items: list[Reading]  # type: ignore[valid-type]
+    count: int
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class AggregateRow(BaseModel):
+    """One row of a `daily_<type>_aggregates` table; measures depend on the sensor type."""
+
+    model_config = ConfigDict(extra="allow")
+
+    level: Literal["sensor", "district"]
+    sensor_id: str | None = None
+    district: str | None = None
+    granularity: Literal["hour", "day"]
+    period_start: datetime
+    readings: int | None = None
+
+
+class AggregateList(BaseModel):
+    table: str
+    date: str
+    granularity: Literal["hour", "day"]
+    items: list[AggregateRow]
+    count: int
+
+
+class AnomalyList(BaseModel):
+    items: list[Anomaly]  # type: ignore[valid-type]
+    count: int
+    truncated: bool = Field(description="more anomalies matched than `limit`")
+
+
+class QualityCheck(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    passed: bool
+    severity: str | None = None
+    blocking: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class QualityRecord(BaseModel):
+    """The check results written beside one materialized partition."""
+
+    model_config = ConfigDict(extra="allow")
+
+    asset: str
+    partition: str
+    materialized_at: str | None = None
+    checks: list[QualityCheck]
+
+
+class QualityList(BaseModel):
+    items: list[QualityRecord]
+    count: int
+
+
+class KafkaPartition(BaseModel):
+    partition: int
+    end_offset: int
+    committed_offset: int | None = Field(description="the group's committed offset, if any")
+    lag: int | None
+
+
+class KafkaTopic(BaseModel):
+    topic: str
+    partitions: list[KafkaPartition]
+    end_offset_total: int
+    lag_total: int | None
+
+
+class KafkaStatistics(BaseModel):
+    group: str
+    topics: list[KafkaTopic]
+
+
+class ParquetTable(BaseModel):
+    table: str = Field(examples=["clean_traffic", "landing/traffic"])
+    partitions: int
+    files: int
+    rows: int
+    bytes: int
+    json_bytes_estimate: int
+    compression_ratio: float | None = Field(description="estimated JSON Lines size / Parquet size")
+
+
+class ParquetStatistics(BaseModel):
+    method: str
+    tables: list[ParquetTable]

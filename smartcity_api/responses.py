@@ -1,0 +1,33 @@
+"""JSON responses rendered with orjson: fast, NaN as null, times in RFC 3339 with `Z`.
+
+Handlers return plain dicts and lists built from Arrow rows; validating thousands of rows
+through pydantic models per request would cost more than reading them. The declared
+response models still describe (and the schemathesis test still checks) the shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi.responses import JSONResponse
+
+from smartcity_api.models import ErrorResponse
+
+_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=_OPTIONS)
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> OrjsonResponse:
+    return OrjsonResponse(content, status_code=status_code, headers=headers)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error codes a route can answer."""
+    return {code: {"model": ErrorResponse} for code in codes}

@@ -1,0 +1,92 @@
+"""Export: one date partition of a clean or aggregate table, streamed as Parquet or CSV."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
+
+from smartcity_api.catalog import EXPORTABLE
+from smartcity_api.deps import ReaderDep
+from smartcity_api.errors import not_found
+from smartcity_api.params import DateRequired
+from smartcity_api.responses import error_responses
+from smartcity_api.store import LakeReader, StoredFile
+
+router = APIRouter(prefix="/export", tags=["export"])
+CHUNK_BYTES = 1 << 20
+CSV_BATCH_ROWS = 65_536
+MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
+
+
+def _parquet_chunks(reader: LakeReader, file: StoredFile) -> Iterator[bytes]:
+    """The stored object as is, a chunk at a time."""
+    with reader.lake.filesystem.open_input_stream(file.path) as source:
+        while chunk := source.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _csv_chunks(reader: LakeReader, file: StoredFile) -> Iterator[bytes]:
+    """CSV a record batch at a time: memory stays bounded by one batch."""
+    with reader.lake.filesystem.open_input_file(file.path) as source:
+        parquet = pq.ParquetFile(source)
+        options = pacsv.WriteOptions(include_header=True)
+        for batch in parquet.iter_batches(batch_size=CSV_BATCH_ROWS):
+            buffer = io.BytesIO()
+            pacsv.write_csv(batch, buffer, write_options=options)
+            options = pacsv.WriteOptions(include_header=False)
+            yield buffer.getvalue()
+        if parquet.metadata.num_rows == 0:
+            buffer = io.BytesIO()
+            pacsv.write_csv(parquet.schema_arrow.empty_table(), buffer)
+            yield buffer.getvalue()
+
+
+@router.get(
+    "/{table}",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The partition's rows.",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}}
+                for media in MEDIA_TYPES.values()
+            },
+        },
+        **error_responses(404),
+    },
+    summary="Download a date partition of a clean or aggregate table",
+)
+def export(
+    reader: ReaderDep,
+    table: Annotated[
+        str,
+        Path(
+            description=f"One of {', '.join(EXPORTABLE)}.",
+            max_length=64,
+            examples=["clean_traffic"],
+        ),
+    ],
+    date: DateRequired,
+    format: Annotated[
+        Literal["parquet", "csv"],
+        Query(description="`parquet` (the stored file) or `csv`.", examples=["csv"]),
+    ] = "parquet",
+) -> Any:
+    if table not in EXPORTABLE:
+        raise not_found(f"table: unknown table {table!r}; one of {', '.join(EXPORTABLE)}")
+    file = reader.partition(table, date)
+    if file is None:
+        raise not_found(f"date: {table} has no partition {date} (not built yet)")
+    chunks = _parquet_chunks if format == "parquet" else _csv_chunks
+    filename = f"{table}-{date}.{format}"
+    return StreamingResponse(
+        chunks(reader, file),
+        media_type=MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

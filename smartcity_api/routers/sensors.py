@@ -1,0 +1,139 @@
+"""Sensors: the registry, the live latest readings, one sensor, and its reading history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pyarrow.compute as pc
+from fastapi import APIRouter, Query
+
+from smartcity_api.deps import ReaderDep
+from smartcity_api.models import (
+    KAFKA_COLUMNS,
+    LatestList,
+    ReadingPage,
+    SensorDetail,
+    SensorPage,
+)
+from smartcity_api.params import (
+    DistrictFilter,
+    End,
+    SensorIdPath,
+    SensorTypeFilter,
+    Start,
+    checked_range,
+    known_sensor,
+    limit_param,
+    reject_path_characters,
+)
+from smartcity_api.readings import History, Position
+from smartcity_api.responses import error_responses, json_response
+from smartcity_api.store import LakeReader
+
+router = APIRouter(prefix="/sensors", tags=["sensors"])
+
+
+def _latest_rows(reader: LakeReader) -> list[dict[str, Any]]:
+    """The live latest readings with each sensor's district from the registry."""
+    sensors = reader.sensors()
+    rows = reader.latest().drop_columns(list(KAFKA_COLUMNS)).to_pylist()
+    for row in rows:
+        row["district"] = sensors.get(row["sensor_id"], {}).get("district")
+    return rows
+
+
+@router.get("", response_model=SensorPage, summary="The sensor registry")
+def list_sensors(
+    reader: ReaderDep,
+    sensor_type: SensorTypeFilter = None,
+    district: DistrictFilter = None,
+    offset: Annotated[
+        int, Query(ge=0, le=1_000_000, description="Skip this many sensors.", examples=[0])
+    ] = 0,
+    limit: Annotated[int, limit_param(1000)] = 100,
+) -> Any:
+    """Sensors in id order, filtered by type and district; `offset`/`limit` pages."""
+    table = reader.registry()
+    if sensor_type is not None:
+        table = table.filter(pc.field("sensor_type") == sensor_type)
+    if district is not None:
+        table = table.filter(pc.field("district") == district)
+    table = table.sort_by("sensor_id")
+    page = table.slice(offset, limit).to_pylist()
+    return json_response({"items": page, "total": table.num_rows, "offset": offset, "limit": limit})
+
+
+@router.get("/latest", response_model=LatestList, summary="Latest reading per sensor")
+def latest_readings(
+    reader: ReaderDep,
+    sensor_type: SensorTypeFilter = None,
+    district: DistrictFilter = None,
+    limit: Annotated[int, limit_param()] = 1000,
+) -> Any:
+    """From the stream worker's live state (about a second old), in sensor id order."""
+    rows = [
+        row
+        for row in _latest_rows(reader)
+        if (sensor_type is None or row["sensor_type"] == sensor_type)
+        and (district is None or row["district"] == district)
+    ][:limit]
+    return json_response({"items": rows, "count": len(rows)})
+
+
+@router.get(
+    "/{sensor_id}",
+    response_model=SensorDetail,
+    responses=error_responses(404),
+    summary="One sensor: metadata, latest reading, record count",
+)
+def sensor_detail(reader: ReaderDep, sensor_id: SensorIdPath) -> Any:
+    sensor = known_sensor(reader, sensor_id)
+    latest = next((row for row in _latest_rows(reader) if row["sensor_id"] == sensor_id), None)
+    history = History(reader, str(sensor["sensor_type"]), sensor_id)
+    count = reader.derived(("count", sensor_id), history.count)
+    return json_response({"sensor": sensor, "latest": latest, "record_count": count})
+
+
+@router.get(
+    "/{sensor_id}/readings",
+    response_model=ReadingPage,
+    responses=error_responses(404),
+    summary="A sensor's reading history",
+)
+def sensor_readings(
+    reader: ReaderDep,
+    sensor_id: SensorIdPath,
+    start: Start,
+    end: End,
+    limit: Annotated[int, limit_param()] = 1000,
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="`next_cursor` of the previous page; omit for the first page.",
+            max_length=200,
+            examples=["WzE3OTU3Mzc2MDAwMDAsMF0"],
+        ),
+    ] = None,
+) -> Any:
+    """Readings in [start, end) ordered by (event_time, seq): clean tables where built, the
+    landing for what is not, without duplicates."""
+    start, end = checked_range(start, end)
+    sensor = known_sensor(reader, sensor_id)
+    after = Position.decode(cursor) if cursor is not None else None
+    history = History(reader, str(sensor["sensor_type"]), sensor_id)
+    table, position = history.page(start, end, limit, after)
+    return json_response(
+        {
+            "sensor_id": sensor_id,
+            "sensor_type": sensor["sensor_type"],
+            "items": table.to_pylist(),
+            "count": table.num_rows,
+            "next_cursor": position.encode() if position else None,
+        }
+    )
+
+
+@router.get("/{sensor_id:path}", include_in_schema=False)
+def sensor_with_path_characters(sensor_id: str) -> Any:
+    """A sensor id that smuggled in a '/' (encoded or not) is bad input, not a missing page."""
+    raise reject_path_characters(sensor_id.removesuffix("/readings"))

@@ -1,0 +1,207 @@
+"""The API's view of the lake: listings, the registry and the live state behind short TTLs.
+
+Every request would otherwise list object-store prefixes and re-read the registry; on S3
+each of those is a round trip. The caches are short (seconds) so a newly landed file or a
+re-built partition shows up almost at once, and they are per process, so nothing needs
+invalidating across workers. Every method blocks: call them from threadpool handlers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, TypeVar
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+from cachetools import TTLCache
+
+from smartcity.lake import Lake
+from smartcity.layout import LANDING, LIVE, QUALITY, landing_dir, quality_key, table_dir
+from smartcity.settings import Settings
+from smartcity_stream.live import latest_schema
+from smartcity_stream.sensors import registry_from_lake
+
+T = TypeVar("T")
+
+LISTING_TTL_S = 5.0
+REGISTRY_TTL_S = 60.0
+LIVE_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One object of the lake: its key (relative to the root), full path and size."""
+
+    key: str
+    path: str
+    size: int
+
+
+class LakeReader:
+    """Cached, thread-safe reads of the lake shared by every request of one process."""
+
+    def __init__(self, settings: Settings, lake: Lake | None = None) -> None:
+        self.settings = settings
+        self.lake = lake or Lake.from_settings(settings)
+        self._lock = threading.Lock()
+        self._listings: TTLCache[str, list[StoredFile]] = TTLCache(4096, LISTING_TTL_S)
+        self._registry: TTLCache[str, Any] = TTLCache(2, REGISTRY_TTL_S)
+        self._live: TTLCache[str, Any] = TTLCache(4, LIVE_TTL_S)
+        self._derived: TTLCache[Hashable, Any] = TTLCache(1024, LISTING_TTL_S)
+
+    def memo(self, cache: TTLCache[Any, Any], key: Hashable, compute: Callable[[], T]) -> T:
+        """`cache[key]`, computed outside the lock on a miss (two racers compute twice)."""
+        with self._lock:
+            if key in cache:
+                return cache[key]
+        value = compute()
+        with self._lock:
+            cache[key] = value
+        return value
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A short-lived result derived from lake files (as fresh as the listings)."""
+        return self.memo(self._derived, key, compute)
+
+    # listings -------------------------------------------------------------------------
+
+    def files(self, prefix: str, suffix: str = ".parquet") -> list[StoredFile]:
+        """Files under `prefix` (recursive), sorted by key; hidden scratch files skipped."""
+
+        def listing() -> list[StoredFile]:
+            found = [
+                StoredFile(info.path.removeprefix(self.lake.root + "/"), info.path, info.size or 0)
+                for info in self.lake.list_files(prefix)
+            ]
+            return sorted(
+                (f for f in found if not f.key.rsplit("/", 1)[-1].startswith(".")),
+                key=lambda f: f.key,
+            )
+
+        return [f for f in self.memo(self._listings, prefix, listing) if f.key.endswith(suffix)]
+
+    def partitions(self, asset: str) -> dict[str, StoredFile]:
+        """Built date partitions of an asset's table: `YYYY-MM-DD` -> its file."""
+        found = {}
+        for file in self.files(table_dir(asset)):
+            folder = file.key.rsplit("/", 2)[-2]
+            if folder.startswith("date="):
+                found[folder.removeprefix("date=")] = file
+        return found
+
+    def partition(self, asset: str, day: date) -> StoredFile | None:
+        return self.partitions(asset).get(day.isoformat())
+
+    def landing_dates(self, sensor_type: str) -> list[str]:
+        """Event dates with landed files of `sensor_type`."""
+        base = f"{LANDING}/{sensor_type}"
+        folders = {f.key.removeprefix(base + "/").split("/", 1)[0] for f in self.files(base)}
+        return sorted(f.removeprefix("date=") for f in folders if f.startswith("date="))
+
+    def landing_files(self, sensor_type: str, day: date, hours: range) -> list[StoredFile]:
+        """Landing files of the given event hours of one date (partition pruning by path)."""
+        wanted = {f"hour={hour:02d}" for hour in hours}
+        return [
+            f
+            for f in self.files(landing_dir(sensor_type, day))
+            if f.key.rsplit("/", 2)[-2] in wanted
+        ]
+
+    # tables ---------------------------------------------------------------------------
+
+    def scan(
+        self,
+        files: list[StoredFile],
+        columns: list[str] | None,
+        where: ds.Expression | None = None,
+        schema: pa.Schema | None = None,
+    ) -> pa.Table:
+        """Only `columns` of the rows matching `where`, from exactly these files."""
+        if not files and schema is not None and columns is not None:
+            return pa.table({name: pa.array([], schema.field(name).type) for name in columns})
+        dataset = ds.dataset(
+            [f.path for f in files], schema=schema, filesystem=self.lake.filesystem
+        )
+        return dataset.to_table(columns=columns, filter=where)
+
+    def registry(self) -> pa.Table:
+        return self.memo(self._registry, "table", lambda: registry_from_lake(self.lake))
+
+    def sensors(self) -> dict[str, dict[str, Any]]:
+        """sensor_id -> its registry row."""
+        return self.memo(
+            self._registry,
+            "by_id",
+            lambda: {row["sensor_id"]: row for row in self.registry().to_pylist()},
+        )
+
+    # live state -----------------------------------------------------------------------
+
+    def latest(self) -> pa.Table:
+        """The newest reading per sensor over every worker's live state."""
+
+        def merged() -> pa.Table:
+            files = [f for f in self.files(LIVE) if f.key.endswith("/latest.parquet")]
+            tables = [self._read_quietly(f) for f in files]
+            tables = [t for t in tables if t is not None]
+            if not tables:
+                return latest_schema().empty_table()
+            table = pa.concat_tables(tables)
+            table = table.take(
+                pc.sort_indices(table, [("sensor_id", "ascending"), ("seq", "descending")])
+            )
+            ids = table.column("sensor_id").to_pylist()
+            return table.take([i for i, s in enumerate(ids) if i == 0 or ids[i - 1] != s])
+
+        return self.memo(self._live, "latest", merged)
+
+    def live_statuses(self) -> list[dict[str, Any]]:
+        """Every worker's `status.json` (one per worker that ever wrote live state)."""
+
+        def read() -> list[dict[str, Any]]:
+            statuses = []
+            for file in self.files(LIVE, suffix="/status.json"):
+                try:
+                    statuses.append(orjson.loads(self.lake.read_bytes(file.key)))
+                except (OSError, orjson.JSONDecodeError):
+                    continue  # replaced while we read it; the next call sees the new one
+            return statuses
+
+        return self.memo(self._live, "statuses", read)
+
+    def _read_quietly(self, file: StoredFile) -> pa.Table | None:
+        try:
+            return self.lake.read_parquet(file.key)
+        except (OSError, pa.ArrowInvalid):
+            return None  # replaced between listing and reading
+
+    # quality ----------------------------------------------------------------------------
+
+    def quality_dates(self, asset: str) -> list[str]:
+        prefix = f"{QUALITY}/{asset}"
+        return [
+            f.key.rsplit("date=", 1)[1].removesuffix(".json") for f in self.files(prefix, ".json")
+        ]
+
+    def quality_record(self, asset: str, day: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            try:
+                return orjson.loads(self.lake.read_bytes(quality_key(asset, day)))
+            except (OSError, orjson.JSONDecodeError):
+                return None
+
+        return self.derived(("quality", asset, day), read)
+
+    def quality_assets(self) -> list[str]:
+        assets = {f.key.split("/")[1] for f in self.files(QUALITY, ".json")}
+        return sorted(assets)
+
+    def filesystem_info(self) -> pafs.FileInfo:
+        """The root's info: raises if the store cannot be reached."""
+        return self.lake.filesystem.get_file_info(self.lake.root)
