@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint format unit jvm minio bench clean
+.PHONY: demo test lint format unit jvm minio prometheus bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ jvm: $(INSTALLED)
 
 minio: $(INSTALLED)
 	$(BIN)/smartcity services install --s3
+
+# Prometheus's server and promtool (Debian's package) for the deployment tests; installed
+# only when missing, as root. Debian's scripts may try to start the service: the tests never
+# use it (they run their own server on a free loopback port), and it is stopped if it runs.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  test "$$(id -u)" = 0 || { echo "make prometheus: run as root, or apt-get install prometheus"; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  (systemctl disable --now prometheus || service prometheus stop) >/dev/null 2>&1 || true; }
 
 demo: jvm
 	$(BIN)/smartcity services up --no-s3
@@ -34,7 +43,7 @@ format: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
 
-test: lint jvm minio
+test: lint jvm minio prometheus
 	$(BIN)/pytest
 
 bench: jvm minio
