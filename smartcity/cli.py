@@ -11,6 +11,7 @@ from simulator.cli import simulate
 from smartcity.services.cli import services_app
 from smartcity.topics import topics_app
 from smartcity_api.cli import api
+from smartcity_dagster.cli import materialize
 from smartcity_stream.cli import stream
 
 app = typer.Typer(
@@ -25,3 +26,4 @@ app.add_typer(topics_app, name="topics")
 app.command("stream")(stream)
 app.command("simulate")(simulate)
 app.command("api")(api)
+app.command("materialize")(materialize)

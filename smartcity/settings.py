@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     api_cors_origins: str = Field(
         default="", description="comma-separated origins allowed by the API's CORS, or *"
     )
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "4g"
+    partitions_start: str = Field(default="2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    alert_webhook_url: str | None = None
     kafka_port: int = Field(default=0, ge=0, le=65535)
     s3_port: int = Field(default=0, ge=0, le=65535)
 

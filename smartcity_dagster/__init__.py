@@ -1,1 +1,1 @@
-"""smartcity_dagster."""
+"""The batch layer: Dagster software-defined assets over the lake, built with PySpark."""

@@ -1,0 +1,1 @@
+"""Assets by domain: ingest (raw), quality (clean), analytics (aggregates, anomalies)."""

@@ -1,0 +1,65 @@
+"""raw_<type>: the stream worker's landed micro-batches of a date, compacted."""
+
+import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+
+from smartcity.settings import SENSOR_TYPES
+from smartcity_dagster import checks
+from smartcity_dagster.assets.common import merge_results, run_dates, table_metadata
+from smartcity_dagster.partitions import daily_partitions
+from smartcity_dagster.quality import record_checks
+from smartcity_dagster.resources import SmartcityResource
+from smartcity_dagster.tables import write_partition
+from smartcity_dagster.transforms.raw import compact, partition_ranges, read_landing
+from smartcity_stream.progress import load_all_progress
+
+
+def recorded_rows(smartcity: SmartcityResource, sensor_type: str, day: str) -> int | None:
+    """Rows the worker's progress manifests say it landed for a date, or None if unknown."""
+    topic = smartcity.settings.reading_topic(sensor_type)
+    manifests = [p for p in load_all_progress(smartcity.lake) if p.topic == topic]
+    hours = [p.hours[day] for p in manifests if day in p.hours]
+    if not hours:
+        return None
+    return sum(rows for by_hour in hours for files in by_hour.values() for rows in files.values())
+
+
+def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
+    name = f"raw_{sensor_type}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="ingest",
+        kinds={"spark", "parquet"},
+        check_specs=checks.specs(name, checks.RAW_CHECKS),
+        description=f"The day's landed {sensor_type} micro-batches compacted into one table, "
+        "in Kafka offset order, keeping partition and offset.",
+    )
+    def raw(
+        context: dg.AssetExecutionContext,
+        smartcity: SmartcityResource,
+        pyspark: LazyPySparkResource,
+    ) -> dg.MaterializeResult:
+        spark, lake = pyspark.spark_session, smartcity.lake
+        writes, ranges, results = {}, {}, []
+        for day in run_dates(context):
+            raw_rows = compact(read_landing(spark, lake, sensor_type, day)).cache()
+            ranges[day] = partition_ranges(raw_rows)
+            writes[day] = write_partition(raw_rows, lake, name, day)
+            raw_rows.unpersist()
+            result = checks.matches_landing(
+                writes[day].rows, recorded_rows(smartcity, sensor_type, day)
+            )
+            record_checks(lake, name, day, [result])
+            results.append((day, [result]))
+        return dg.MaterializeResult(
+            metadata=table_metadata(writes, kafka_partitions=ranges),
+            check_results=merge_results(results),
+        )
+
+    return raw
+
+
+raw_assets = [raw_asset(sensor_type) for sensor_type in SENSOR_TYPES]

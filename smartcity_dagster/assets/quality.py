@@ -1,0 +1,104 @@
+"""clean_<type>: typed, deduplicated, contract-checked, joined with the registry."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+from dagster_pyspark import LazyPySparkResource
+
+from simulator.registry import registry_table
+from smartcity.layout import registry_key, table_partition_key
+from smartcity.settings import SENSOR_TYPES
+from smartcity_dagster import checks
+from smartcity_dagster.assets.common import merge_results, run_dates, table_metadata
+from smartcity_dagster.partitions import daily_partitions
+from smartcity_dagster.quality import record_checks
+from smartcity_dagster.resources import SmartcityResource
+from smartcity_dagster.tables import read_partition, write_partition
+from smartcity_dagster.transforms.clean import clean
+
+REJECTS = "{name}_rejects"
+
+
+@dg.asset(
+    group_name="reference",
+    kinds={"parquet"},
+    description="The sensor registry: ids, districts, coordinates and road/feeder profiles.",
+)
+def sensor_registry(smartcity: SmartcityResource) -> dg.MaterializeResult:
+    lake = smartcity.lake
+    table = lake.read_parquet(registry_key()) if lake.exists(registry_key()) else registry_table()
+    size = lake.write_parquet(registry_key(), table)
+    counts = table.group_by("sensor_type").aggregate([("sensor_id", "count")]).to_pylist()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": table.num_rows,
+            "bytes": size,
+            "sensors_by_type": {row["sensor_type"]: row["sensor_id_count"] for row in counts},
+            "path": registry_key(),
+        }
+    )
+
+
+def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
+    name = f"clean_{sensor_type}"
+
+    @dg.asset(
+        name=name,
+        deps=[f"raw_{sensor_type}", sensor_registry],
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="quality",
+        kinds={"spark", "pandera", "parquet"},
+        check_specs=checks.specs(name, checks.CLEAN_CHECKS),
+        description=f"{sensor_type.title()} readings deduplicated by (sensor_id, seq), checked "
+        "against the contract and joined with the registry; failing rows go to "
+        f"`{REJECTS.format(name=name)}` with their reason.",
+    )
+    def clean_table(
+        context: dg.AssetExecutionContext,
+        smartcity: SmartcityResource,
+        pyspark: LazyPySparkResource,
+    ) -> dg.MaterializeResult:
+        spark, lake = pyspark.spark_session, smartcity.lake
+        registry = spark.createDataFrame(lake.read_parquet(registry_key()))
+        writes, rejects, duplicates, results = {}, {}, {}, []
+        for day in run_dates(context):
+            raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
+            raw_rows = raw.count()
+            outcome = clean(raw, registry, sensor_type)
+            duplicates[day] = outcome.duplicates
+            writes[day] = write_partition(outcome.clean, lake, name, day)
+            rejects[day] = write_partition(outcome.rejects, lake, REJECTS.format(name=name), day)
+            frame = pq.read_table(
+                lake.path(table_partition_key(name, day)), filesystem=lake.filesystem
+            ).to_pandas(types_mapper=None)
+            day_results = [
+                checks.contract_schema(frame, sensor_type),
+                checks.no_loss(raw_rows, writes[day].rows, rejects[day].rows, outcome.duplicates),
+                checks.null_rates(frame),
+                checks.duplicate_share(raw_rows, outcome.duplicates),
+                checks.freshness(frame, day),
+            ]
+            record_checks(lake, name, day, day_results)
+            results.append((day, day_results))
+            context.log.info(
+                "%s %s: %d raw, %d clean, %d rejected, %d duplicates removed",
+                name,
+                day,
+                raw_rows,
+                writes[day].rows,
+                rejects[day].rows,
+                outcome.duplicates,
+            )
+        return dg.MaterializeResult(
+            metadata=table_metadata(
+                writes,
+                rejected_rows=sum(w.rows for w in rejects.values()),
+                duplicates_removed=duplicates,
+            ),
+            check_results=merge_results(results),
+        )
+
+    return clean_table
+
+
+clean_assets = [clean_asset(sensor_type) for sensor_type in SENSOR_TYPES]

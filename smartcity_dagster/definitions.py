@@ -1,0 +1,22 @@
+"""The one entry point of the batch layer (`dagster dev` from the repo root loads it)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from smartcity_dagster.assets.analytics import aggregate_assets, anomaly_summary
+from smartcity_dagster.assets.ingest import raw_assets
+from smartcity_dagster.assets.quality import clean_assets, sensor_registry
+from smartcity_dagster.jobs import daily_pipeline
+from smartcity_dagster.resources import build_resources
+from smartcity_dagster.schedules import yesterday_schedule
+from smartcity_dagster.sensors import check_failure_alerts, stream_progress_sensor
+
+defs = dg.Definitions(
+    assets=[sensor_registry, *raw_assets, *clean_assets, *aggregate_assets, anomaly_summary],
+    jobs=[daily_pipeline],
+    sensors=[stream_progress_sensor, check_failure_alerts],
+    schedules=[yesterday_schedule],
+    resources=build_resources(),
+    executor=dg.in_process_executor,
+)

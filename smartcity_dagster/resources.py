@@ -1,0 +1,47 @@
+"""Resources of the batch layer, configured once from the platform's settings.
+
+The environment switch lives here and only here: the lake URI decides local folder or S3
+(and then Dagster gets dagster-aws's `S3Resource` for the same endpoint), the Spark master
+decides local mode or a cluster.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_pyspark import LazyPySparkResource
+
+from smartcity.lake import Lake
+from smartcity.settings import Settings, load_settings
+from smartcity_dagster.spark import spark_config
+
+
+class SmartcityResource(dg.ConfigurableResource):
+    """The platform's settings and lake, read from `SMARTCITY_*` when the run starts."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings()
+
+    @cached_property
+    def lake(self) -> Lake:
+        return Lake.from_settings(self.settings)
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    resources: dict[str, Any] = {
+        "smartcity": SmartcityResource(),
+        "pyspark": LazyPySparkResource(spark_config=spark_config(settings)),
+    }
+    if settings.lake_scheme == "s3":
+        resources["s3"] = S3Resource(
+            endpoint_url=settings.s3_endpoint,
+            region_name=settings.s3_region,
+            aws_access_key_id=dg.EnvVar("SMARTCITY_S3_ACCESS_KEY"),
+            aws_secret_access_key=dg.EnvVar("SMARTCITY_S3_SECRET_KEY"),
+        )
+    return resources

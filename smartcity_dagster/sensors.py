@@ -1,0 +1,87 @@
+"""Sensors: follow the stream worker's progress; alert on every failed asset check."""
+
+import dagster as dg
+import httpx
+import orjson
+
+from smartcity.lake import Lake
+from smartcity.settings import SENSOR_TYPES, load_settings
+from smartcity_dagster.jobs import daily_pipeline
+from smartcity_dagster.progress import complete_dates
+from smartcity_stream.progress import load_all_progress
+
+ALERTS_KEY = "quality/_alerts.json"
+
+
+@dg.sensor(
+    job=daily_pipeline,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests a run for each date the stream worker has completed (and again, "
+    "once, when late data lands for a built date).",
+)
+def stream_progress_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    settings = load_settings()
+    lake = Lake.from_settings(settings)
+    built: dict[str, str] = orjson.loads(context.cursor) if context.cursor else {}
+    topics = {settings.reading_topic(t) for t in SENSOR_TYPES}
+    due = complete_dates(load_all_progress(lake), topics, built)
+    requests = [
+        dg.RunRequest(run_key=f"{day}:{fp}", partition_key=day, tags={"smartcity/fingerprint": fp})
+        for day, fp in due.items()
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=orjson.dumps({**built, **due}).decode())
+
+
+@dg.sensor(
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Sends each failed asset check (blocking or not) once to the webhook and the "
+    "log, and keeps the count of failures in the lake for the API's metrics.",
+)
+def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason | None:
+    after = int(context.cursor or 0)
+    records = context.instance.get_event_records(
+        dg.EventRecordsFilter(
+            event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after
+        ),
+        limit=500,
+        ascending=True,
+    )
+    if not records:
+        return dg.SkipReason("no new check evaluations")
+    settings = load_settings()
+    failures = [alert_of(r) for r in records if not _evaluation(r).passed]
+    for alert in failures:
+        context.log.warning("asset check failed: %s", alert)
+        if settings.alert_webhook_url:
+            httpx.post(settings.alert_webhook_url, json=alert, timeout=10).raise_for_status()
+    if failures:
+        _count_failures(Lake.from_settings(settings), failures)
+    context.update_cursor(str(records[-1].storage_id))
+    return None
+
+
+def _evaluation(record: dg.EventLogRecord):  # type: ignore[no-untyped-def]
+    return record.event_log_entry.dagster_event.event_specific_data
+
+
+def alert_of(record: dg.EventLogRecord) -> dict[str, object]:
+    evaluation = _evaluation(record)
+    metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+    return {
+        "asset": evaluation.asset_key.to_user_string(),
+        "partition": evaluation.partition or record.event_log_entry.dagster_event.partition,
+        "check": evaluation.check_name,
+        "severity": evaluation.severity.value,
+        "run_id": record.run_id,
+        "failure": {k: v for k, v in metadata.items() if k != "blocking"},
+    }
+
+
+def _count_failures(lake: Lake, failures: list[dict[str, object]]) -> None:
+    counts = orjson.loads(lake.read_bytes(ALERTS_KEY)) if lake.exists(ALERTS_KEY) else {}
+    for alert in failures:
+        key = f"{alert['asset']}/{alert['check']}/{alert['severity']}"
+        counts[key] = counts.get(key, 0) + 1
+    lake.write_bytes(ALERTS_KEY, orjson.dumps(counts))

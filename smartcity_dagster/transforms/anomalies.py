@@ -1,0 +1,126 @@
+"""Anomalies of a day: the stream's, the same rules re-run over the clean data, reconciled.
+
+The batch run uses the stream worker's own `RuleEngine` and windows, one sensor at a time
+(Spark's `applyInPandas` spreads the sensors over the executors), so a difference between
+the two sources means the stream saw something else (late data, a restart), not other rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame
+
+from smartcity_stream.anomalies import ANOMALY_SCHEMA, anomaly_table
+from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
+from smartcity_stream.windows import TumblingWindows
+
+SEVERITY_ORDER = {"warning": 1, "critical": 2}
+EVENT_COLUMNS = [*ANOMALY_SCHEMA.names, "district", "source"]
+
+
+def detect_batch(
+    clean: DataFrame, sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
+) -> DataFrame:
+    """Re-run the stream's rules over a day's clean rows, one sensor per group."""
+    schema = clean.sparkSession.createDataFrame(ANOMALY_SCHEMA.empty_table()).schema
+
+    def per_sensor(rows: pd.DataFrame) -> pd.DataFrame:
+        return anomaly_table(_detect_sensor(rows, sensors, config)).to_pandas()
+
+    return clean.groupBy("sensor_id").applyInPandas(per_sensor, schema)
+
+
+def _detect_sensor(
+    rows: pd.DataFrame, sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
+) -> list[dict[str, Any]]:
+    engine = RuleEngine(config, sensors)
+    windows = TumblingWindows()
+    found = []
+    ordered = rows.sort_values(["event_time", "seq"])
+    event_ms = ordered["event_time"].astype("int64") // 1_000_000
+    for reading, millis in zip(ordered.to_dict("records"), event_ms.tolist(), strict=True):
+        reading = {
+            k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in reading.items()
+        }
+        values = {name: reading.get(name) for name in MEASURES[reading["sensor_type"]]}
+        window = windows.add("batch", reading["sensor_id"], reading["sensor_type"], millis, values)
+        for finding in engine.evaluate(reading, millis, window):
+            start = window.start_ms if window else millis
+            found.append(
+                {
+                    "anomaly_id": f"batch:{reading['sensor_id']}:{finding.kind}:{reading['seq']}",
+                    "sensor_id": reading["sensor_id"],
+                    "sensor_type": reading["sensor_type"],
+                    "kind": finding.kind,
+                    "severity": finding.severity,
+                    "event_time": millis,
+                    "window_start": start,
+                    "window_end": window.end_ms if window else millis,
+                    "detected_at": millis,
+                    "values": finding.values,
+                }
+            )
+    return found
+
+
+def reconcile(
+    stream: pa.Table, batch: pa.Table, districts: Mapping[str, str], gap_ms: int
+) -> pd.DataFrame:
+    """Each anomaly once, with `source` stream, batch or both (same sensor and kind, within
+    `gap_ms` of each other)."""
+    stream_frame = stream.to_pandas().assign(source="stream")
+    batch_frame = batch.to_pandas().assign(source="batch")
+    matched_batch: set[int] = set()
+    for index, row in stream_frame.iterrows():
+        candidates = batch_frame[
+            (batch_frame["sensor_id"] == row["sensor_id"])
+            & (batch_frame["kind"] == row["kind"])
+            & ((batch_frame["event_time"] - row["event_time"]).abs() <= pd.Timedelta(gap_ms, "ms"))
+        ]
+        unmatched = [i for i in candidates.index if i not in matched_batch]
+        if unmatched:
+            matched_batch.add(unmatched[0])
+            stream_frame.loc[index, "source"] = "both"
+    events = pd.concat(
+        [stream_frame, batch_frame.drop(index=list(matched_batch))], ignore_index=True
+    )
+    events["district"] = events["sensor_id"].map(districts)
+    return events[EVENT_COLUMNS].sort_values(["event_time", "sensor_id", "kind"])
+
+
+def summarize(events: pd.DataFrame) -> pd.DataFrame:
+    """Per kind and sensor: how often each source saw it, first and last time, worst severity."""
+    if events.empty:
+        return pd.DataFrame(
+            columns=[
+                "kind",
+                "sensor_id",
+                "sensor_type",
+                "district",
+                "stream_count",
+                "batch_count",
+                "first_seen",
+                "last_seen",
+                "max_severity",
+            ]
+        )
+    frame = events.assign(
+        in_stream=events["source"].isin(["stream", "both"]).astype(int),
+        in_batch=events["source"].isin(["batch", "both"]).astype(int),
+        rank=events["severity"].map(SEVERITY_ORDER).fillna(0),
+    )
+    grouped = frame.groupby(["kind", "sensor_id", "sensor_type", "district"], dropna=False)
+    summary = grouped.agg(
+        stream_count=("in_stream", "sum"),
+        batch_count=("in_batch", "sum"),
+        first_seen=("event_time", "min"),
+        last_seen=("event_time", "max"),
+        rank=("rank", "max"),
+    ).reset_index()
+    names = {rank: name for name, rank in SEVERITY_ORDER.items()}
+    summary["max_severity"] = summary.pop("rank").map(names)
+    return summary
