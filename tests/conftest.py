@@ -20,6 +20,7 @@ from smartcity.settings import Settings
 from smartcity.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ("tests.api_support",)  # the API tests' session fixtures, registered once
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +56,27 @@ def live_settings(services: Settings) -> Settings:
     create_topics(settings)
     s3_filesystem(settings).create_dir(f"test-{run}")
     return settings
+
+
+@pytest.fixture(scope="session")
+def two_day_landing(live_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """Readings across 2026-11-26 22:00 .. 2026-11-27 02:00 UTC landed by the real worker into
+    a local-folder lake (Spark in local mode reads it), with faults on."""
+    from tests.stream_support import produce_simulation, start_worker
+
+    lake_dir = tmp_path_factory.mktemp("lake")
+    settings = live_settings.model_copy(
+        update={"topic_prefix": f"{live_settings.topic_prefix}dg.", "lake_uri": lake_dir.as_uri()}
+    )
+    create_topics(settings)
+    produced = produce_simulation(
+        settings,
+        steps=240,
+        interval_ms=60_000,
+        start_ms=1_795_730_400_000,
+        faults="duplicate=0.01,malformed=0.005,out_of_range=0.005,late=0.005",
+    )
+    worker = start_worker(settings, "--until-idle", "5")
+    _, stderr = worker.communicate(timeout=600)
+    assert worker.returncode == 0, stderr.decode()[-2000:]
+    return settings, produced

@@ -1,0 +1,205 @@
+"""The batch layer end to end on data landed by the real stream worker, with real Spark."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import dagster as dg
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from smartcity.lake import Lake
+from smartcity.layout import landing_dir, quality_key, table_partition_key
+from smartcity.settings import SENSOR_TYPES
+from tests.dagster_support import dagster_home, materialize_day, smartcity_env
+
+pytestmark = pytest.mark.integration
+
+DAY = "2026-11-27"
+
+
+def _day_of_seq(seq: int) -> str:
+    return datetime.fromtimestamp(seq * 60, UTC).strftime("%Y-%m-%d")
+
+
+@pytest.fixture(scope="module")
+def built(two_day_landing, tmp_path_factory):
+    settings, produced = two_day_landing
+    with pytest.MonkeyPatch.context() as monkeypatch, smartcity_env(monkeypatch, settings):
+        home = dagster_home(tmp_path_factory.mktemp("dagster"))
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            result = materialize_day(DAY, instance)
+    return settings, produced, result
+
+
+def test_clean_rows_are_the_acknowledged_readings(built) -> None:
+    settings, produced, result = built
+    assert result.success
+    lake = Lake.from_settings(settings)
+    expected = {pair for pair in produced.readings if _day_of_seq(pair[1]) == DAY}
+    found = set()
+    for sensor_type in SENSOR_TYPES:
+        table = lake.read_parquet(table_partition_key(f"clean_{sensor_type}", DAY))
+        pairs = list(zip(table["sensor_id"].to_pylist(), table["seq"].to_pylist(), strict=True))
+        assert len(pairs) == len(set(pairs)), "clean holds a (sensor_id, seq) twice"
+        found |= set(pairs)
+        assert table.column("district").null_count == 0
+    assert found == expected
+
+
+def test_aggregates_equal_an_independent_computation(built) -> None:
+    settings, _, _ = built
+    lake = Lake.from_settings(settings)
+    db = duckdb.connect()
+
+    def landed(sensor_type: str) -> str:
+        folder = lake.path(landing_dir(sensor_type, DAY))
+        return (
+            f"(SELECT * FROM read_parquet('{folder}/*/*.parquet', hive_partitioning=false) "
+            "QUALIFY row_number() OVER (PARTITION BY sensor_id, seq "
+            "ORDER BY kafka_partition, kafka_offset) = 1)"
+        )
+
+    traffic = dict(
+        db.sql(
+            f"SELECT sensor_id, sum(vehicle_count) FROM {landed('traffic')} GROUP BY 1"
+        ).fetchall()
+    )
+    weather = dict(
+        db.sql(
+            f"SELECT sensor_id, round(sum(precipitation_mm), 6) FROM {landed('weather')} GROUP BY 1"
+        ).fetchall()
+    )
+    energy = {
+        row[0]: (row[1], row[2])
+        for row in db.sql(
+            "SELECT sensor_id, round(max(energy_kwh) - min(energy_kwh), 3), max(power_kw) "
+            f"FROM {landed('energy')} GROUP BY 1"
+        ).fetchall()
+    }
+
+    def day_rows(asset: str) -> list[dict]:
+        table = lake.read_parquet(table_partition_key(asset, DAY)).to_pylist()
+        return [r for r in table if r["level"] == "sensor" and r["granularity"] == "day"]
+
+    assert {r["sensor_id"]: r["vehicles"] for r in day_rows("daily_traffic_aggregates")} == traffic
+    assert {
+        r["sensor_id"]: round(r["rain_mm"], 6) for r in day_rows("daily_weather_aggregates")
+    } == weather
+    assert {
+        r["sensor_id"]: (round(r["kwh_consumed"], 3), r["peak_kw"])
+        for r in day_rows("daily_energy_aggregates")
+    } == energy
+    hours = lake.read_parquet(table_partition_key("daily_traffic_aggregates", DAY)).to_pylist()
+    district_hours = [r for r in hours if r["level"] == "district" and r["granularity"] == "hour"]
+    assert sum(r["vehicles"] for r in district_hours) == sum(traffic.values())
+
+
+def test_quality_and_anomalies_are_in_the_lake(built) -> None:
+    settings, _, result = built
+    lake = Lake.from_settings(settings)
+    record = orjson.loads(lake.read_bytes(quality_key("clean_traffic", DAY)))
+    checks = {c["name"]: c for c in record["checks"]}
+    assert checks["contract_schema"]["passed"] and checks["contract_schema"]["blocking"]
+    assert checks["no_loss"]["passed"]
+    summary = pq.read_table(
+        lake.path(table_partition_key("anomaly_summary", DAY)), filesystem=lake.filesystem
+    )
+    assert summary.num_rows > 0
+    assert {"anomaly_summary", "daily_energy_aggregates", "raw_weather"} <= _materialized(result)
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {
+        event.event_specific_data.materialization.asset_key.to_user_string()
+        for event in result.get_asset_materialization_events()
+    }
+
+
+class _Webhook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Webhook.received.append(orjson.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_blocking_failure_stops_downstream_and_alerts_once(two_day_landing, tmp_path) -> None:
+    settings, _ = two_day_landing
+    source = Path(Lake.from_settings(settings).root)
+    broken = tmp_path / "lake"
+    shutil.copytree(source, broken, ignore=shutil.ignore_patterns("tables", "quality"))
+    bad = settings.model_copy(update={"lake_uri": broken.as_uri()})
+    _wind_back_one_meter(Lake.from_settings(bad))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Webhook.received.clear()
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch, smartcity_env(monkeypatch, bad):
+            monkeypatch.setenv(
+                "SMARTCITY_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/"
+            )
+            monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(tmp_path / "dagster")))
+            with dg.DagsterInstance.get() as instance:
+                result = materialize_day(DAY, instance)
+                from smartcity_dagster.sensors import check_failure_alerts
+
+                context = dg.build_sensor_context(instance=instance)
+                check_failure_alerts(context)
+                again = dg.build_sensor_context(instance=instance, cursor=context.cursor)
+                check_failure_alerts(again)
+    finally:
+        server.shutdown()
+
+    assert not result.success
+    failed = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    assert ("clean_energy", "contract_schema") in {
+        (f.asset_key.to_user_string(), f.check_name) for f in failed
+    }
+    materialized = _materialized(result)
+    assert "daily_energy_aggregates" not in materialized
+    assert "anomaly_summary" not in materialized
+    assert "daily_traffic_aggregates" in materialized
+    alerts = [(a["asset"], a["check"]) for a in _Webhook.received]
+    assert sorted(alerts) == sorted((f.asset_key.to_user_string(), f.check_name) for f in failed), (
+        "one alert per failed check, none twice"
+    )
+    energy_alert = next(a for a in _Webhook.received if a["check"] == "contract_schema")
+    assert energy_alert["severity"] == "ERROR" and energy_alert["partition"] == DAY
+
+
+def _wind_back_one_meter(lake: Lake) -> None:
+    """Replace one landed energy file by the same rows with one meter reading set lower:
+    every row still within the contract, the day no longer plausible."""
+    info = next(
+        i for i in lake.list_files(landing_dir("energy", DAY)) if i.path.endswith(".parquet")
+    )
+    key = info.path.removeprefix(lake.root + "/")
+    table = lake.read_parquet(key).sort_by([("sensor_id", "ascending"), ("seq", "ascending")])
+    meters = table["energy_kwh"].to_pylist()
+    index = next(
+        i for i in range(1, len(meters)) if table["sensor_id"][i] == table["sensor_id"][i - 1]
+    )
+    meters[index] = max(meters[index - 1] - 50.0, 0.0)
+    column = table.schema.get_field_index("energy_kwh")
+    table = table.set_column(column, "energy_kwh", pa.array(meters, pa.float64()))
+    lake.write_parquet(key, table)

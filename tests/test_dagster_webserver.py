@@ -1,0 +1,136 @@
+"""Dagster as a data engineer uses it: the webserver's GraphQL API and the daemon's backfills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from smartcity.lake import Lake
+from smartcity.layout import table_partition_key
+from smartcity.services.processes import free_port
+from tests.dagster_support import dagster_home
+from tests.stream_support import worker_env
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / ".venv" / "bin"
+DATES = ["2026-11-26", "2026-11-27"]
+PARTITIONED = [
+    *(f"{layer}_{t}" for layer in ("raw", "clean") for t in ("traffic", "weather", "energy")),
+    *(f"daily_{t}_aggregates" for t in ("traffic", "weather", "energy")),
+    "anomaly_summary",
+]
+
+ASSET_GRAPH = """{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned
+  assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
+LAUNCH = """mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { status } ... on PythonError { message } } }"""
+
+
+def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
+    settings, _ = two_day_landing
+    env = {**worker_env(settings), "DAGSTER_HOME": str(dagster_home(tmp_path / "dagster"))}
+    port = free_port()
+    started = [
+        subprocess.Popen(
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
+    ]
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
+        nodes = _graphql(url, ASSET_GRAPH)["assetNodes"]
+        by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
+        assert set(PARTITIONED) | {"sensor_registry"} <= set(by_name)
+        assert all(by_name[name]["isPartitioned"] for name in PARTITIONED)
+        assert ["raw_traffic"] in [d["path"] for d in by_name["clean_traffic"]["dependencyKeys"]]
+        assert ["clean_energy"] in [
+            d["path"] for d in by_name["daily_energy_aggregates"]["dependencyKeys"]
+        ]
+        checks = {
+            c["name"]: c["blocking"]
+            for c in by_name["clean_weather"]["assetChecksOrError"]["checks"]
+        }
+        assert checks["contract_schema"] is True and checks["freshness"] is False
+
+        params = {
+            "partitionNames": DATES,
+            "assetSelection": [{"path": [name]} for name in PARTITIONED],
+        }
+        launched = _graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill = launched["backfillId"]
+
+        def done() -> bool:
+            status = _graphql(url, STATUS, {"id": backfill})["partitionBackfillOrError"]["status"]
+            assert status not in ("FAILED", "CANCELED"), status
+            return status in ("COMPLETED", "COMPLETED_SUCCESS")
+
+        _wait_for(done, 900, "the backfill")
+        lake = Lake.from_settings(settings)
+        for day in DATES:
+            for name in PARTITIONED:
+                assert lake.exists(table_partition_key(name, day)), (name, day)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in started:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    response = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _wait_for(ready, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(2)
+    raise AssertionError(f"{what} not ready within {timeout_s:g} s")
