@@ -35,6 +35,21 @@ class ApiMetrics:
         )
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template, prefixes of included routers included.
+
+    FastAPI >= 0.16x keeps included routers nested: `scope["route"]` is then the route as
+    declared in its router (`/sensors/{sensor_id}`), and the full template is on the
+    effective route context it records in `scope["fastapi"]`.
+    """
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    effective = getattr(context, "path", None)
+    if isinstance(effective, str):
+        return effective
+    route = scope.get("route")
+    return route.path if isinstance(route, Route) else UNMATCHED
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by route template and status."""
 
@@ -58,7 +73,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            name = route.path if isinstance(route, Route) else UNMATCHED
+            name = route_template(scope)
             self.metrics.requests.labels(name, scope["method"], str(status)).inc()
             self.metrics.seconds.labels(name).observe(time.perf_counter() - started)

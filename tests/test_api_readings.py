@@ -9,10 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from fastapi.testclient import TestClient
 
-from tests import api_support
 from tests.api_support import SENSOR, START, ApiLake, expected_seqs, landing_table
-
-api_lake, api_client = api_support.api_lake, api_support.api_client  # the shared fixtures
 
 pytestmark = pytest.mark.integration
 

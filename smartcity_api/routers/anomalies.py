@@ -51,7 +51,11 @@ def _one_day(
     if events is not None:
         table = reader.scan([events], None, in_range)
         known = set(reader.scan([events], ["anomaly_id"]).column("anomaly_id").to_pylist())
-        rows = [r for r in table.to_pylist() if r.get("source") in SOURCES[source]]
+        rows = list(
+            {
+                r["anomaly_id"]: r for r in table.to_pylist() if r.get("source") in SOURCES[source]
+            }.values()
+        )
     if source == "batch":
         return rows
     files = reader.landing_files(STREAM_LANDING, day, event_hours(day, start, end))
