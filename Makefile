@@ -47,6 +47,7 @@ test: lint jvm minio prometheus
 	$(BIN)/pytest
 
 bench: jvm minio
+	command -v wrk >/dev/null || apt-get install -y wrk  # the API bench's load generator
 	$(BIN)/python -m bench
 
 clean:
