@@ -6,6 +6,7 @@ import orjson
 
 from smartcity.lake import Lake
 from smartcity.settings import SENSOR_TYPES, load_settings
+from smartcity_dagster.cli import RANGE_END, RANGE_START
 from smartcity_dagster.jobs import daily_pipeline
 from smartcity_dagster.progress import complete_dates
 from smartcity_stream.progress import load_all_progress
@@ -51,7 +52,11 @@ def check_failure_alerts(context: dg.SensorEvaluationContext) -> dg.SkipReason |
     if not records:
         return dg.SkipReason("no new check evaluations")
     settings = load_settings()
-    failures = [alert_of(r) for r in records if not _evaluation(r).passed]
+    failures = [
+        alert_of(r, _run_partition(context.instance, r.run_id))
+        for r in records
+        if not _evaluation(r).passed
+    ]
     for alert in failures:
         context.log.warning("asset check failed: %s", alert)
         if settings.alert_webhook_url:
@@ -66,12 +71,22 @@ def _evaluation(record: dg.EventLogRecord):  # type: ignore[no-untyped-def]
     return record.event_log_entry.dagster_event.event_specific_data
 
 
-def alert_of(record: dg.EventLogRecord) -> dict[str, object]:
+def _run_partition(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The date (or `first...last` range) the run that evaluated the check was for."""
+    run = instance.get_run_by_id(run_id)
+    tags = run.tags if run else {}
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    start, end = tags.get(RANGE_START), tags.get(RANGE_END)
+    return f"{start}...{end}" if start and end else None
+
+
+def alert_of(record: dg.EventLogRecord, run_partition: str | None) -> dict[str, object]:
     evaluation = _evaluation(record)
     metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
     return {
         "asset": evaluation.asset_key.to_user_string(),
-        "partition": evaluation.partition or record.event_log_entry.dagster_event.partition,
+        "partition": evaluation.partition or run_partition,
         "check": evaluation.check_name,
         "severity": evaluation.severity.value,
         "run_id": record.run_id,

@@ -434,10 +434,14 @@ class StreamWorker:
             self._delivery_errors.append(str(error))
 
     def _publish_and_wait(self) -> None:
-        remaining = self.producer.flush(60)
-        if remaining or self._delivery_errors:
+        """Wait until every dead letter and anomaly is acknowledged (a broker that is still
+        loading its coordinators only delays them); a delivery error fails the batch, which
+        is then replayed, since nothing was committed."""
+        while remaining := self.producer.flush(30):
+            log.warning("%d dead letters/anomalies still unacknowledged; waiting", remaining)
+        if self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
-            raise DeliveryFailed(f"{remaining} unacknowledged, errors: {errors[:3]}")
+            raise DeliveryFailed(f"{len(errors)} not delivered: {errors[:3]}")
 
     def _durably(self, write: Callable[[], object]) -> None:
         """Retry a lake write with backoff until it succeeds; nothing is committed meanwhile."""
