@@ -59,3 +59,8 @@ def registry_key() -> str:
 def quality_key(asset: str, day: date | str) -> str:
     """Check results of one materialized partition (what the API's /quality serves)."""
     return f"{QUALITY}/{asset}/date={day}.json"
+
+
+def check_failures_key() -> str:
+    """Counts of failed asset checks kept by the alert sensor (served as a metric by the API)."""
+    return "alerts/check_failures.json"

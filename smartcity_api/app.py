@@ -18,7 +18,7 @@ from smartcity.settings import Settings, load_settings
 from smartcity_api import __version__, errors
 from smartcity_api.broker import Broker
 from smartcity_api.deps import require_api_key
-from smartcity_api.metrics import ApiMetrics, MetricsMiddleware
+from smartcity_api.metrics import ApiMetrics, CheckFailures, MetricsMiddleware
 from smartcity_api.models import Root
 from smartcity_api.responses import OrjsonResponse, error_responses, json_response
 from smartcity_api.routers import (
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.reader = LakeReader(settings)
     app.state.broker = Broker(settings)
     metrics = ApiMetrics()
+    metrics.registry.register(CheckFailures(app.state.reader.check_failures))
     errors.install(app)
 
     api = APIRouter(

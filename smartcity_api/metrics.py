@@ -8,13 +8,35 @@ so several apps in one process (the tests) do not collide.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class CheckFailures(Collector):
+    """Failed asset checks as the batch layer's alert sensor counted them in the lake: the
+    API is the long-running process that can serve them to Prometheus."""
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "smartcity_dagster_asset_check_failures",
+            "Failed asset check evaluations, by asset, check and severity.",
+            labels=["asset", "check", "severity"],
+        )
+        for key, count in self.counts().items():
+            asset, check, severity = key.split("/", 2)
+            family.add_metric([asset, check, severity], count)
+        yield family
 
 
 class ApiMetrics:

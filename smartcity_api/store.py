@@ -22,7 +22,15 @@ import pyarrow.fs as pafs
 from cachetools import TTLCache
 
 from smartcity.lake import Lake
-from smartcity.layout import LANDING, LIVE, QUALITY, landing_dir, quality_key, table_dir
+from smartcity.layout import (
+    LANDING,
+    LIVE,
+    QUALITY,
+    check_failures_key,
+    landing_dir,
+    quality_key,
+    table_dir,
+)
 from smartcity.settings import Settings
 from smartcity_stream.live import latest_schema
 from smartcity_stream.sensors import registry_from_lake
@@ -197,6 +205,17 @@ class LakeReader:
                 return None
 
         return self.derived(("quality", asset, day), read)
+
+    def check_failures(self) -> dict[str, int]:
+        """`asset/check/severity` -> failures seen by the alert sensor."""
+
+        def read() -> dict[str, int]:
+            try:
+                return orjson.loads(self.lake.read_bytes(check_failures_key()))
+            except (OSError, orjson.JSONDecodeError):
+                return {}
+
+        return self.derived(("check_failures",), read)
 
     def quality_assets(self) -> list[str]:
         assets = {f.key.split("/")[1] for f in self.files(QUALITY, ".json")}

@@ -5,13 +5,12 @@ import httpx
 import orjson
 
 from smartcity.lake import Lake
+from smartcity.layout import check_failures_key
 from smartcity.settings import SENSOR_TYPES, load_settings
 from smartcity_dagster.cli import RANGE_END, RANGE_START
 from smartcity_dagster.jobs import daily_pipeline
 from smartcity_dagster.progress import complete_dates
 from smartcity_stream.progress import load_all_progress
-
-ALERTS_KEY = "quality/_alerts.json"
 
 
 @dg.sensor(
@@ -95,8 +94,9 @@ def alert_of(record: dg.EventLogRecord, run_partition: str | None) -> dict[str, 
 
 
 def _count_failures(lake: Lake, failures: list[dict[str, object]]) -> None:
-    counts = orjson.loads(lake.read_bytes(ALERTS_KEY)) if lake.exists(ALERTS_KEY) else {}
+    key = check_failures_key()
+    counts = orjson.loads(lake.read_bytes(key)) if lake.exists(key) else {}
     for alert in failures:
-        key = f"{alert['asset']}/{alert['check']}/{alert['severity']}"
-        counts[key] = counts.get(key, 0) + 1
-    lake.write_bytes(ALERTS_KEY, orjson.dumps(counts))
+        label = f"{alert['asset']}/{alert['check']}/{alert['severity']}"
+        counts[label] = counts.get(label, 0) + 1
+    lake.write_bytes(key, orjson.dumps(counts))

@@ -16,7 +16,6 @@ import yaml
 
 from smartcity.settings import Settings
 from tests.deploy_support import (
-    PENDING_METRICS,
     PROMETHEUS,
     THIRD_PARTY_METRICS,
     alert_exprs,
@@ -211,8 +210,5 @@ def test_every_referenced_metric_is_exported(stack: Stack) -> None:
     exported |= exported_names(httpx.get(f"{stack.api}/metrics").text)
     for name in sorted(referenced_metrics()):
         if name in THIRD_PARTY_METRICS:
-            continue
-        if name in PENDING_METRICS:
-            assert name not in exported, f"{name} is exported now: remove it from PENDING_METRICS"
             continue
         assert name in exported, f"{name} is named by a dashboard or rule but nobody exports it"
