@@ -28,9 +28,7 @@ prometheus:
 	  (systemctl disable --now prometheus || service prometheus stop) >/dev/null 2>&1 || true; }
 
 demo: jvm
-	$(BIN)/smartcity services up --no-s3
-	$(BIN)/smartcity topics create
-	$(BIN)/smartcity services status
+	$(BIN)/smartcity demo
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

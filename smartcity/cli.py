@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from simulator.cli import simulate
+from smartcity.demo import demo
 from smartcity.services.cli import services_app
 from smartcity.topics import topics_app
 from smartcity_api.cli import api
@@ -27,3 +28,4 @@ app.command("stream")(stream)
 app.command("simulate")(simulate)
 app.command("api")(api)
 app.command("materialize")(materialize)
+app.command("demo")(demo)

@@ -57,9 +57,16 @@ class LiveState:
         self.windows[str(window_row["sensor_id"])] = window_row
         self._dirty = True
 
-    def flush(self, status: dict[str, Any]) -> bool:
-        if not self._dirty:
-            return False
+    def flush(self, status: dict[str, Any]) -> None:
+        """The status always (a heartbeat the API judges freshness by), the tables when
+        something changed."""
+        if self._dirty:
+            self._write_tables()
+            self._dirty = False
+        status = {**status, "written_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        self.lake.write_bytes(live_key(self.worker_id, "status.json"), orjson.dumps(status))
+
+    def _write_tables(self) -> None:
         schema = latest_schema()
         latest = pa.Table.from_pylist(
             [{name: row.get(name) for name in schema.names} for row in self.latest.values()],
@@ -71,7 +78,3 @@ class LiveState:
         if self.windows:
             windows = pa.Table.from_pylist(list(self.windows.values()))
             self.lake.write_parquet(live_key(self.worker_id, "windows.parquet"), windows)
-        status = {**status, "written_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        self.lake.write_bytes(live_key(self.worker_id, "status.json"), orjson.dumps(status))
-        self._dirty = False
-        return True

@@ -471,6 +471,7 @@ class StreamWorker:
             "consumed": self.totals.consumed,
             "landed": self.totals.landed,
             "dead_letters": self.totals.dead_letters,
+            "dead_letters_by_reason": dict(self.totals.by_reason),
             "anomalies": self.totals.anomalies,
             "late_events": self.totals.late,
             "watermarks": {
