@@ -29,7 +29,7 @@ from rich.table import Table
 from smartcity.lake import Lake
 from smartcity.layout import live_key, quality_key, table_partition_key
 from smartcity.services import kafka_broker, manager
-from smartcity.services.processes import free_port
+from smartcity.services.processes import free_port, stop_sessions
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity.topics import create_topics
 
@@ -317,13 +317,7 @@ def serve(run: DemoRun) -> None:
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_sessions(processes)
 
 
 def run_demo(settings: Settings, small: bool, no_serve: bool, interval_s: int | None) -> bool:

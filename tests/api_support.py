@@ -26,11 +26,10 @@ from simulator.registry import registry_table
 from smartcity.lake import Lake
 from smartcity.layout import LANDING, quality_key, table_partition_key
 from smartcity.settings import Settings
-from smartcity.topics import create_topics
 from smartcity_api.app import create_app
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.landing import landing_schema
-from tests.stream_support import Produced, produce_simulation, start_worker
+from tests.stream_support import Produced, isolated, produce_simulation, start_worker
 
 DAY = date(2026, 11, 27)
 START = datetime(2026, 11, 27, tzinfo=UTC)
@@ -175,13 +174,7 @@ def _run_worker_to_idle(settings: Settings, attempts: int = 2) -> None:
 
 @pytest.fixture(scope="session")
 def api_lake(live_settings: Settings) -> ApiLake:
-    settings = live_settings.model_copy(
-        update={
-            "topic_prefix": f"{live_settings.topic_prefix}api.",
-            "lake_uri": live_settings.lake_uri + "-api",
-        }
-    )
-    create_topics(settings)
+    settings = isolated(live_settings, "api")
     produced = produce_simulation(
         settings,
         steps=STEPS,

@@ -132,3 +132,17 @@ def _by_type(files: list[str]) -> list[list[str]]:
     for path in files:
         groups.setdefault(path.split(f"{LANDING}/")[1].split("/")[0], []).append(path)
     return list(groups.values())
+
+
+def isolated(settings: Settings, name: str) -> Settings:
+    """`settings` with a topic prefix and lake of their own for one test, topics created."""
+    from smartcity.topics import create_topics
+
+    own = settings.model_copy(
+        update={
+            "topic_prefix": f"{settings.topic_prefix}{name}.",
+            "lake_uri": f"{settings.lake_uri}-{name}",
+        }
+    )
+    create_topics(own)
+    return own

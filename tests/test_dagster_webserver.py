@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ import pytest
 
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
-from smartcity.services.processes import free_port
+from smartcity.services.processes import free_port, stop_sessions
 from tests.dagster_support import dagster_home
 from tests.stream_support import worker_env
 
@@ -103,13 +101,7 @@ def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
             for name in PARTITIONED:
                 assert lake.exists(table_partition_key(name, day)), (name, day)
     finally:
-        for process in started:
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_sessions(started)
 
 
 def _answers(url: str) -> bool:

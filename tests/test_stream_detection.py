@@ -10,9 +10,8 @@ from confluent_kafka import Consumer
 
 from smartcity.kafka import client_config
 from smartcity.settings import Settings
-from smartcity.topics import create_topics
 from smartcity_stream.quality import Span, detection_quality
-from tests.stream_support import produce_simulation, start_worker
+from tests.stream_support import isolated, produce_simulation, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +33,7 @@ def _ms(text: str) -> int:
 
 
 def test_precision_and_recall_per_planted_kind(live_settings: Settings) -> None:
-    settings = live_settings.model_copy(
-        update={
-            "topic_prefix": f"{live_settings.topic_prefix}dq.",
-            "lake_uri": live_settings.lake_uri + "-dq",
-        }
-    )
-    create_topics(settings)
+    settings = isolated(live_settings, "dq")
     produced = produce_simulation(
         settings, steps=720, interval_ms=INTERVAL_MS, anomaly_rate_per_hour=1.0
     )

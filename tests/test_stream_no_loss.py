@@ -14,7 +14,7 @@ from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.settings import Settings
 from smartcity_stream.progress import load_all_progress
-from tests.stream_support import landed, produce_simulation, start_worker
+from tests.stream_support import isolated, landed, produce_simulation, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +26,7 @@ FAULTS = (
 
 
 def test_sigkill_loses_and_doubles_nothing(live_settings: Settings) -> None:
-    settings = live_settings.model_copy(update={"topic_prefix": f"{live_settings.topic_prefix}nl."})
-    from smartcity.topics import create_topics
-
-    create_topics(settings)
+    settings = isolated(live_settings, "nl")
     produced = produce_simulation(settings, steps=950, interval_ms=10_000, faults=FAULTS)
     total = len(produced.readings) + len(produced.invalid)
     assert total >= 200_000 * 0.99

@@ -6,6 +6,7 @@ a reboot is never mistaken for ours.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -139,3 +140,18 @@ def stop(record: ServiceRecord, grace_s: float = 20.0) -> bool:
             continue
     psutil.wait_procs(alive, timeout=5)
     return True
+
+
+def stop_sessions(processes: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """SIGTERM each process's session (it was started with `start_new_session`), wait, then
+    SIGKILL what is left: nothing of theirs outlives the caller."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
