@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 from dagster_pyspark import LazyPySparkResource
 
-from smartcity.layout import LANDING, registry_key, table_partition_key
+from smartcity.layout import LANDING, table_partition_key
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster.assets.common import run_dates, table_metadata
 from smartcity_dagster.partitions import daily_partitions
@@ -15,7 +15,7 @@ from smartcity_dagster.transforms.aggregates import daily_aggregates
 from smartcity_dagster.transforms.anomalies import detect_batch, reconcile, summarize
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.rules import RuleConfig
-from smartcity_stream.sensors import sensors_by_id
+from smartcity_stream.sensors import registry_from_lake, sensors_by_id
 
 EVENTS = "anomaly_events"
 
@@ -66,8 +66,7 @@ def anomaly_summary(
     pyspark: LazyPySparkResource,
 ) -> dg.MaterializeResult:
     spark, lake = pyspark.spark_session, smartcity.lake
-    registry = lake.read_parquet(registry_key())
-    sensors = sensors_by_id(registry)
+    sensors = sensors_by_id(registry_from_lake(lake))
     districts = {row["sensor_id"]: row["district"] for row in sensors.values()}
     config = RuleConfig()
     writes, by_source = {}, {}

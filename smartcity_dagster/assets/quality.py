@@ -4,7 +4,6 @@ import dagster as dg
 import pyarrow.parquet as pq
 from dagster_pyspark import LazyPySparkResource
 
-from simulator.registry import registry_table
 from smartcity.layout import registry_key, table_partition_key
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
@@ -14,6 +13,7 @@ from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import clean
+from smartcity_stream.sensors import registry_from_lake
 
 REJECTS = "{name}_rejects"
 
@@ -25,7 +25,7 @@ REJECTS = "{name}_rejects"
 )
 def sensor_registry(smartcity: SmartcityResource) -> dg.MaterializeResult:
     lake = smartcity.lake
-    table = lake.read_parquet(registry_key()) if lake.exists(registry_key()) else registry_table()
+    table = registry_from_lake(lake)
     size = lake.write_parquet(registry_key(), table)
     counts = table.group_by("sensor_type").aggregate([("sensor_id", "count")]).to_pylist()
     return dg.MaterializeResult(
@@ -59,7 +59,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         pyspark: LazyPySparkResource,
     ) -> dg.MaterializeResult:
         spark, lake = pyspark.spark_session, smartcity.lake
-        registry = spark.createDataFrame(lake.read_parquet(registry_key()))
+        registry = spark.createDataFrame(registry_from_lake(lake))
         writes, rejects, duplicates, results = {}, {}, {}, []
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
