@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint format unit jvm minio prometheus bench clean
+.PHONY: demo test lint format unit jvm minio prometheus chromium bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ prometheus:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
 	  (systemctl disable --now prometheus || service prometheus stop) >/dev/null 2>&1 || true; }
 
+# Debian's Chromium, driven by Playwright for the Dagster UI screenshot test (Playwright's own
+# browser download is not used).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  test "$$(id -u)" = 0 || { echo "make chromium: run as root, or apt-get install chromium"; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 demo: jvm
 	$(BIN)/smartcity demo
 
@@ -41,7 +48,7 @@ format: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
 
-test: lint jvm minio prometheus
+test: lint jvm minio prometheus chromium
 	$(BIN)/pytest
 
 bench: jvm minio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -41,3 +42,42 @@ def materialize_day(day: str, instance: dg.DagsterInstance) -> dg.ExecuteInProce
     dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
     job = defs.resolve_job_def("daily_pipeline")
     return job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+
+
+BROWSER_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def screenshot_asset_graph(base_url: str, target: Path) -> None:
+    """The global asset lineage with every group expanded, in Debian's headless Chromium."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page(viewport={"width": 1800, "height": 1000})
+        page.goto(f"{base_url}/asset-groups", wait_until="networkidle")
+        with contextlib.suppress(PlaywrightTimeout):  # a greeting dialog for new visitors
+            page.get_by_role("button", name="Skip").click(timeout=5000)
+        for _ in range(6):
+            collapsed = [
+                group
+                for group in page.locator("svg foreignObject.group").all()
+                if float(group.get_attribute("height") or 0) < 120
+            ]
+            if not collapsed:
+                break
+            collapsed[0].dblclick(force=True)
+            page.wait_for_timeout(1200)
+        page.wait_for_timeout(2500)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(target))
+        browser.close()

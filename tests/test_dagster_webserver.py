@@ -12,7 +12,7 @@ import pytest
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
 from smartcity.services.processes import free_port, stop_sessions
-from tests.dagster_support import dagster_home
+from tests.dagster_support import dagster_home, screenshot_asset_graph
 from tests.stream_support import worker_env
 
 pytestmark = pytest.mark.integration
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
 DATES = ["2026-11-26", "2026-11-27"]
+SCREENSHOT = REPO / "docs" / "img" / "dagster-asset-graph.png"
 PARTITIONED = [
     *(f"{layer}_{t}" for layer in ("raw", "clean") for t in ("traffic", "weather", "energy")),
     *(f"daily_{t}_aggregates" for t in ("traffic", "weather", "energy")),
@@ -100,6 +101,8 @@ def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
         for day in DATES:
             for name in PARTITIONED:
                 assert lake.exists(table_partition_key(name, day)), (name, day)
+        screenshot_asset_graph(f"http://127.0.0.1:{port}", SCREENSHOT)
+        assert SCREENSHOT.stat().st_size > 50_000
     finally:
         stop_sessions(started)
 
