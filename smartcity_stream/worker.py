@@ -204,17 +204,23 @@ class StreamWorker:
         now = time.monotonic()
         if now - self._last_lag_at >= LAG_EVERY_S:
             self._last_lag_at = now
-            self._update_lag()
+            self._update_lag(cached=True)
 
-    def _update_lag(self) -> int:
-        """Messages behind the partitions' ends, as the consumer-lag metric; returns the sum."""
+    def _update_lag(self, cached: bool = False) -> int:
+        """Messages behind the partitions' ends, as the consumer-lag metric; returns the sum.
+
+        `cached` uses the ends the last fetches reported (no broker round trip: the metric's
+        cadence); the idle check asks the broker.
+        """
         total = 0
         for (topic, partition), progress in self.progress.items():
             try:
                 _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=2
+                    TopicPartition(topic, partition), timeout=2, cached=cached
                 )
             except KafkaException:
+                continue
+            if high < 0:
                 continue
             lag = max(high - progress.committed_offset, 0)
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
