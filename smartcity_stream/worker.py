@@ -62,7 +62,7 @@ TopicPartitionKey = tuple[str, int]
 @dataclass(frozen=True)
 class WorkerOptions:
     batch_size: int = 10_000
-    poll_timeout_s: float = 0.5
+    poll_timeout_s: float = 0.1
     window_s: float = 60.0
     allowed_lateness_s: float = 30.0
     live_every_s: float = 1.0
