@@ -217,6 +217,7 @@ def simulate(
             seconds_per_step=seconds_per_step,
             stop=stop,
             progress=report,
+            first_due=None if backfill else start_ms / 1000,
         )
     run_summary = build_summary(
         producer,

@@ -56,18 +56,22 @@ def run(
     seconds_per_step: float | None,
     stop: threading.Event,
     progress: Progress | None = None,
+    first_due: float | None = None,
 ) -> RunOutcome:
     """Produce `steps` steps (None: until stopped), each not before its due wall-clock time.
 
     `seconds_per_step` paces the run (live mode: the reporting interval, so event time keeps
-    up with the clock); None sends as fast as the broker acknowledges.
+    up with the clock); None sends as fast as the broker acknowledges. `first_due` (Unix
+    seconds) is when step 0 is due; live mode passes its first event time, so each reading
+    leaves when it is taken, whatever the set-up before the loop cost.
     """
     started = time.monotonic()
+    origin = started if first_due is None else started + first_due - time.time()
     next_report = started
     step = 0
     while (steps is None or step < steps) and not stop.is_set() and producer.fatal is None:
         if seconds_per_step is not None:
-            wait = started + step * seconds_per_step - time.monotonic()
+            wait = origin + step * seconds_per_step - time.monotonic()
             if wait > 0 and stop.wait(wait):
                 break
         for batch in simulation.next_step():
