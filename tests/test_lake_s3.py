@@ -34,7 +34,8 @@ def _roundtrip(lake: Lake) -> None:
 
 @pytest.mark.integration
 def test_parquet_roundtrip_on_the_s3_server(live_settings: Settings) -> None:
-    lake = Lake.from_settings(live_settings)
+    own = live_settings.model_copy(update={"lake_uri": f"{live_settings.lake_uri}-roundtrip"})
+    lake = Lake.from_settings(own)
     assert lake.bucket == live_settings.lake_uri.removeprefix("s3://").split("/")[0]
     _roundtrip(lake)
 
