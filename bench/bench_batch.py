@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(
             SMARTCITY_LAKE_URI=settings.lake_uri,
             SMARTCITY_RUNTIME_DIR=str(settings.runtime_dir),
-            DAGSTER_HOME=str(Path(folder) / "dagster"),
         )
+        os.environ.pop("DAGSTER_HOME", None)
         lake = Lake.from_settings(settings)
         started = time.perf_counter()
         rows = land_day(lake, args.interval)
