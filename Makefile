@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint format unit jvm minio prometheus chromium bench clean
+.PHONY: demo test lint format unit jvm minio prometheus chromium postgresql bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ chromium:
 	  test "$$(id -u)" = 0 || { echo "make chromium: run as root, or apt-get install chromium"; exit 1; }; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# PostgreSQL from Debian for the deployment's Dagster instance test (the test runs its own
+# server in a temporary folder; the package's service is never used).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  test "$$(id -u)" = 0 || { echo "make postgresql: run as root, or apt-get install postgresql"; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  (systemctl disable --now postgresql || service postgresql stop) >/dev/null 2>&1 || true; }
+
 demo: jvm
 	$(BIN)/smartcity demo
 
@@ -48,7 +56,7 @@ format: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
 
-test: lint jvm minio prometheus chromium
+test: lint jvm minio prometheus chromium postgresql
 	$(BIN)/pytest
 
 bench: jvm minio
