@@ -67,9 +67,13 @@ def produce_simulation(
                 if code != INTACT:
                     produced.faults[FAULT_KINDS[code - 1]] += 1
 
-            producer.produce(
-                settings.reading_topic(sensor_type), key=key, value=value, on_delivery=delivered
-            )
+            topic = settings.reading_topic(sensor_type)
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: wait for deliveries
+                    producer.poll(0.1)
         producer.poll(0)
 
     for _ in range(steps):
