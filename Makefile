@@ -59,8 +59,12 @@ unit: $(INSTALLED)
 test: lint jvm minio prometheus chromium postgresql
 	$(BIN)/pytest
 
-bench: jvm minio
-	command -v wrk >/dev/null || apt-get install -y wrk  # the API bench's load generator
+# vegeta, the API bench's load generator (open-loop pacing), built once into Go's bin folder.
+VEGETA := $(shell go env GOPATH 2>/dev/null)/bin/vegeta
+$(VEGETA):
+	go install github.com/tsenart/vegeta/v12@v12.13.0
+
+bench: jvm minio $(VEGETA)
 	$(BIN)/python -m bench
 
 clean:

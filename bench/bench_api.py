@@ -1,12 +1,15 @@
-"""API latency and throughput: one uvicorn worker under wrk on loopback.
+"""API latency and throughput: one uvicorn worker under vegeta on loopback.
 
-Lands three simulated hours of the default city (10 s interval) with the real stream worker
-into a local-folder lake, builds the first hour's batch tables (clean, daily aggregates,
-anomaly events; the same hand-built format the API tests use, docs/lake.md), starts
-`smartcity api` with one worker, and drives it with wrk: a mix of `sensors/latest`, one
-sensor's readings for one hour (sensor and hour vary per request; built and landed hours
-both), and daily aggregates; then `/` alone as the ceiling of the server itself. Prints
-requests/s and p50/p95/p99 for both and the ratio. Run: `make bench` or
+Lands one simulated day of the default city (10 s interval, 1.8 million readings) with the
+real stream worker into a local-folder lake, builds that day's batch tables (clean, daily
+aggregates, anomaly events; the same hand-built format the API tests use, docs/lake.md),
+starts `smartcity api` with one worker, and drives it with vegeta: a mix of
+`sensors/latest`, one sensor's readings for one hour (3,000 requests cycled, sensor and hour
+drawn at random), and daily aggregates. First one pass over the mix at 200 requests/s with
+nothing in memory yet (the cold figures: files read, hour blocks rendered the first time);
+then the mix paced at 1,000 requests/s (open loop: latency counts from when each request was
+due), then flat out over 16 connections, then `/` alone flat out as the ceiling of the server
+itself. Prints requests/s and p50/p95/p99 of each and the ratio. Run: `make bench` or
 `python -m bench.bench_api`.
 """
 
@@ -15,8 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import re
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,33 +27,24 @@ import uuid
 from pathlib import Path
 
 import httpx
+import orjson
 
 from bench.bench_simulator import broker, fresh_topics
 from simulator.producer import ReadingProducer
 from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.lake import Lake
+from smartcity.services.processes import free_port
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream.sensors import sensors_by_id
 from smartcity_stream.worker import StreamWorker, WorkerOptions
-from tests.api_support import DAY, START, build_first_hour
+from tests.api_support import DAY, START, build_tables
 from tests.stream_support import SMARTCITY, worker_env
 
 INTERVAL_MS = 10_000
-WRK_SCRIPT = """
-paths = {%s}
-counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", paths[(counter %% #paths) + 1])
-end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%.3f %%d %%d %%d %%d\\n", summary.requests,
-    summary.duration / 1e6, latency:percentile(50), latency:percentile(95),
-    latency:percentile(99), summary.errors.status + summary.errors.connect
-    + summary.errors.read + summary.errors.timeout))
-end
-"""
+RATE = 1000
+COLD_RATE = 200
+VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 
 
 def land(settings: Settings, lake_dir: Path, hours: int) -> Settings:
@@ -69,7 +62,7 @@ def land(settings: Settings, lake_dir: Path, hours: int) -> Settings:
     return local
 
 
-def paths(hours: int, count: int = 600) -> list[str]:
+def paths(hours: int, count: int) -> list[str]:
     """The request mix: a third each of latest, one sensor-hour of readings, aggregates."""
     rng = random.Random(7)
     ids = registry_table(build_registry()).column("sensor_id").to_pylist()
@@ -82,34 +75,45 @@ def paths(hours: int, count: int = 600) -> list[str]:
             start, end = f"{DAY}T{hour:02d}:00:00Z", f"{DAY}T{hour:02d}:59:59Z"
             mix.append(f"/api/v1/sensors/{rng.choice(ids)}/readings?start={start}&end={end}")
         else:
-            granularity = ("day", "hour")[n % 2]
-            mix.append(
-                f"/api/v1/aggregates/daily?date={DAY}&sensor_type=traffic&granularity={granularity}"
-            )
+            mix.append(f"/api/v1/aggregates/daily?date={DAY}&sensor_type=traffic")
     return mix
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def vegeta() -> str:
+    """The load generator: on the PATH, or in Go's bin folder where `make bench` puts it."""
+    found = shutil.which("vegeta")
+    gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True).stdout
+    built = Path(gopath.strip() or Path.home() / "go") / "bin" / "vegeta"
+    if found or built.exists():
+        return found or str(built)
+    raise SystemExit(f"vegeta not found: `make bench` installs it (go install {VEGETA_MODULE})")
 
 
-def wrk(base: str, targets: list[str], seconds: int, connections: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % ", ".join(f'"{p}"' for p in targets))
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script.name, base]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+def attack(
+    base: str, targets: list[str], seconds: int, rate: int, workers: int
+) -> dict[str, float]:
+    """One vegeta run; `rate` 0 means as fast as `workers` connections go (closed loop),
+    otherwise requests start at that rate whatever the answers' latency (open loop)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as script:
+        script.write("".join(f"GET {base}{path}\n" for path in targets))
+    pacing = ["-rate=0", f"-max-workers={workers}"] if rate == 0 else [f"-rate={rate}/s"]
+    attack = subprocess.run(
+        [vegeta(), "attack", f"-targets={script.name}", f"-duration={seconds}s", *pacing],
+        capture_output=True,
+        check=True,
+    )
     os.unlink(script.name)
-    match = re.search(r"RESULT (\d+) ([\d.]+) (\d+) (\d+) (\d+) (\d+)", output)
-    assert match, output
-    requests, duration, p50, p95, p99, errors = match.groups()
+    report = subprocess.run(
+        [vegeta(), "report", "-type=json"], input=attack.stdout, capture_output=True, check=True
+    )
+    result = orjson.loads(report.stdout)
+    latencies = result["latencies"]
     return {
-        "rps": int(requests) / float(duration),
-        "p50": int(p50) / 1000,
-        "p95": int(p95) / 1000,
-        "p99": int(p99) / 1000,
-        "errors": int(errors),
+        "rps": result["throughput"],
+        "p50": latencies["50th"] / 1e6,
+        "p95": latencies["95th"] / 1e6,
+        "p99": latencies["99th"] / 1e6,
+        "errors": result["requests"] - result["status_codes"].get("200", 0),
     }
 
 
@@ -134,32 +138,39 @@ def serve(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
 
 def line(name: str, result: dict[str, float]) -> str:
     return (
-        f"{name:10}: {result['rps']:8,.0f} req/s  p50 {result['p50']:6.2f} ms  "
+        f"{name:22}: {result['rps']:8,.0f} req/s  p50 {result['p50']:6.2f} ms  "
         f"p95 {result['p95']:6.2f} ms  p99 {result['p99']:6.2f} ms  errors {result['errors']:.0f}"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=int, default=3, help="simulated hours landed")
-    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--hours", type=int, default=24, help="simulated hours landed and built")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each run")
+    parser.add_argument("--rate", type=int, default=RATE, help="requests/s of the paced run")
+    parser.add_argument("--connections", type=int, default=16, help="of the flat-out runs")
+    parser.add_argument("--paths", type=int, default=3000, help="distinct requests in the mix")
     args = parser.parse_args(argv)
     with broker() as base, tempfile.TemporaryDirectory(prefix="smartcity-api-lake-") as lake:
         settings = land(fresh_topics(base), Path(lake), args.hours)
-        build_first_hour(Lake.from_settings(settings))
+        build_tables(Lake.from_settings(settings), hour=None)
         process, url = serve(settings)
         try:
-            mix = paths(args.hours)
-            wrk(url, mix, 2, args.connections)  # warm the caches and the threadpool
-            api = wrk(url, mix, args.seconds, args.connections)
-            ceiling = wrk(url, ["/"], args.seconds, args.connections)
+            mix = paths(args.hours, args.paths)
+            cold = attack(url, mix, len(mix) // COLD_RATE, COLD_RATE, args.connections)
+            paced = attack(url, mix, args.seconds, args.rate, args.connections)
+            flat_out = attack(url, mix, args.seconds, 0, args.connections)
+            ceiling = attack(url, ["/"], args.seconds, 0, args.connections)
         finally:
             process.terminate()
             process.wait(timeout=10)
-    print(line("API mix", api))
-    print(line("ceiling /", ceiling))
-    print(f"ratio     : the mix at {api['rps'] / ceiling['rps']:.0%} of the ceiling's requests/s")
+    print(line(f"cold pass at {COLD_RATE}/s", cold))
+    print(line(f"API mix at {args.rate:,}/s", paced))
+    print(line("API mix, flat out", flat_out))
+    print(line("ceiling /, flat out", ceiling))
+    print(
+        f"ratio                 : the mix at {flat_out['rps'] / ceiling['rps']:.0%} of the ceiling"
+    )
     sys.stdout.flush()
 
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     api_cors_origins: str = Field(
         default="", description="comma-separated origins allowed by the API's CORS, or *"
     )
+    api_cache_mb: int = Field(
+        default=1024, ge=16, le=1_048_576, description="memory each API worker keeps lake reads in"
+    )
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     partitions_start: str = Field(default="2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")

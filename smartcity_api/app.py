@@ -64,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
 
     @app.get("/", response_model=Root, tags=["meta"], summary="What this service is")
-    def root() -> Any:
+    async def root() -> Any:
         return json_response(
             {
                 "name": "smartcity API",

@@ -8,6 +8,12 @@ covers every reading once, and keeps out what the batch layer rejected. Duplicat
 landing (a producer retry) are dropped by `seq`, lowest Kafka offset first, as the clean
 tables do.
 
+History is served from hour blocks: one sensor's readings of one event hour, merged as
+above, ordered by (event_time, seq) and rendered to JSON once. A block is kept (see
+`LakeReader.kept`) under the identity of the files it came from, so a page is a binary
+search and a join of ready bytes until a file of that hour changes. The files behind it are
+kept too, read once per file version and sorted by sensor.
+
 Pages are ordered by (event_time, seq); the cursor is that pair of the last item, so a page
 boundary stays put while new readings land.
 """
@@ -16,20 +22,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from smartcity_api.catalog import clean_table
 from smartcity_api.errors import invalid
 from smartcity_api.models import KAFKA_COLUMNS
-from smartcity_api.store import LakeReader
+from smartcity_api.responses import JSON_OPTIONS
+from smartcity_api.store import LakeReader, Partition, StoredFile
 from smartcity_stream.landing import EVENT_TIME, landing_schema
 
 HOUR = timedelta(hours=1)
+HOUR_MS = 3_600_000
+ORDER = ["event_time", "seq"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,78 @@ def event_hours(day: date, start: datetime, end: datetime) -> range:
     return range(first, last + 1)
 
 
+@dataclass(frozen=True)
+class SensorRows:
+    """A table sorted by sensor, then by `order`, and where each sensor's rows are."""
+
+    table: pa.Table
+    ranges: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, table: pa.Table, order: list[str]) -> SensorRows:
+        table = table.sort_by([("sensor_id", "ascending"), *((c, "ascending") for c in order)])
+        runs = pc.run_end_encode(table.column("sensor_id").combine_chunks())
+        ends = runs.run_ends.to_pylist()
+        starts = [0, *ends[:-1]]
+        ranges = dict(zip(runs.values.to_pylist(), zip(starts, ends, strict=True), strict=True))
+        return cls(table.combine_chunks(), ranges)
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.nbytes
+
+    def rows(self, sensor_id: str) -> pa.Table:
+        first, end = self.ranges.get(sensor_id, (0, 0))
+        return self.table.slice(first, end - first)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One sensor's readings of one event hour, in (event_time, seq) order, as JSON."""
+
+    times_ms: np.ndarray
+    seqs: np.ndarray
+    items: list[bytes]
+
+    @property
+    def nbytes(self) -> int:
+        return self.times_ms.nbytes + self.seqs.nbytes + sum(map(len, self.items)) + 64
+
+    def position(self, index: int) -> Position:
+        return Position(int(self.times_ms[index]), int(self.seqs[index]))
+
+    def bounds(self, start_ms: int, end_ms: int, after: Position | None) -> tuple[int, int]:
+        """The index range of the items in [start, end) that come after `after`."""
+        first = int(np.searchsorted(self.times_ms, start_ms, "left"))
+        end = int(np.searchsorted(self.times_ms, end_ms, "left"))
+        if after is not None:
+            same = int(np.searchsorted(self.times_ms, after.event_time_ms, "left"))
+            later = int(np.searchsorted(self.times_ms, after.event_time_ms, "right"))
+            past = same + int(np.searchsorted(self.seqs[same:later], after.seq, "right"))
+            first = max(first, past if same < later else later)
+        return first, max(first, end)
+
+
+@dataclass
+class Page:
+    """Up to `limit` rendered readings and the position after the last one."""
+
+    items: list[bytes]
+    position: Position | None
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _render(table: pa.Table) -> Block:
+    table = table.sort_by([("event_time", "ascending"), ("seq", "ascending")])
+    times = table.column("event_time").cast(pa.int64()).to_numpy()
+    seqs = table.column("seq").to_numpy()
+    items = [orjson.dumps(row, option=JSON_OPTIONS) for row in table.to_pylist()]
+    return Block(times, seqs, items)
+
+
 class History:
     """Reads one sensor's readings over a time range from clean tables and the landing."""
 
@@ -91,90 +175,95 @@ class History:
         self.sensor_type = sensor_type
         self.sensor_id = sensor_id
         self.columns = reading_columns(sensor_type)
+        self.landed_columns = [*self.columns, "kafka_offset"]
 
-    def frontier(self, day: date) -> tuple[datetime, int] | None:
-        """(event_time, seq) of this sensor's last reading in the day's clean table."""
-        frontiers = self.reader.derived(
-            ("frontiers", self.sensor_type, day), lambda: self._frontiers(day)
+    def _clean(self, partition: Partition) -> SensorRows:
+        return self.reader.kept(
+            ("clean rows", partition),
+            lambda: SensorRows.of(self.reader.scan(list(partition), self.columns), ORDER),
         )
-        return frontiers.get(self.sensor_id)
 
-    def _frontiers(self, day: date) -> dict[str, tuple[datetime, int]]:
-        """Every sensor's frontier in one scan of two columns (shared by all requests)."""
-        file = self.reader.partition(clean_table(self.sensor_type), day)
-        if file is None:
-            return {}
-        table = self.reader.scan([file], ["sensor_id", "event_time", "seq"])
-        last = table.group_by("sensor_id").aggregate([("seq", "max"), ("event_time", "max")])
-        return {
-            row["sensor_id"]: (row["event_time_max"], row["seq_max"]) for row in last.to_pylist()
-        }
+    def _landed(self, file: StoredFile) -> SensorRows:
+        def read() -> SensorRows:
+            schema = landing_schema(self.sensor_type)
+            table = self.reader.scan([file], self.landed_columns, None, schema)
+            return SensorRows.of(table, ["kafka_offset"])
 
-    def day(self, day: date, start: datetime, end: datetime, after: Position | None) -> pa.Table:
-        """The sensor's readings of one date in [start, end) after `after`, deduplicated."""
-        where = (ds.field("sensor_id") == self.sensor_id) & between(start, end)
-        if after is not None:
-            when = pa.scalar(after.event_time_ms, pa.int64()).cast(EVENT_TIME)
-            where &= (ds.field("event_time") > when) | (
-                (ds.field("event_time") == when) & (ds.field("seq") > after.seq)
-            )
-        parts = []
-        landing_from, landing_where = start, where
+        return self.reader.kept(("landed rows", file), read)
+
+    def block(self, day: date, hour: int) -> Block:
+        """The sensor's readings of one event hour (see the module's docstring)."""
         clean = self.reader.partition(clean_table(self.sensor_type), day)
-        if clean is not None:
-            parts.append(self.reader.scan([clean], self.columns, where))
-            frontier = self.frontier(day)
-            if frontier is not None:
-                landing_from = max(start, frontier[0].replace(minute=0, second=0, microsecond=0))
-                landing_where = where & (ds.field("seq") > frontier[1])
-        files = self.reader.landing_files(
-            self.sensor_type, day, event_hours(day, landing_from, end)
-        )
-        landed = self.reader.scan(
-            files, [*self.columns, "kafka_offset"], landing_where, landing_schema(self.sensor_type)
-        )
-        landed = landed.sort_by("kafka_offset").drop_columns(["kafka_offset"])
-        parts.append(landed.cast(parts[0].schema) if parts else landed)
-        return _first_per_seq(pa.concat_tables(parts))
+        files = self.reader.landing_files(self.sensor_type, day, range(hour, hour + 1))
+        key = ("block", self.sensor_id, day, hour, clean, files)
+        return self.reader.kept(key, lambda: self._merge(day, hour, clean, files))
 
-    def page(
-        self, start: datetime, end: datetime, limit: int, after: Position | None
-    ) -> tuple[pa.Table, Position | None]:
-        """Up to `limit` readings in (event_time, seq) order and the cursor after them."""
-        if after is not None:
-            start = max(start, datetime.fromtimestamp(after.event_time_ms / 1000, UTC))
-        found: list[pa.Table] = []
-        rows = 0
-        for day in event_dates(start, end) if start < end else []:
-            table = self.day(day, start, end, after)
-            found.append(table)
-            rows += table.num_rows
-            if rows > limit:
-                break
-        if not found:
-            return self.empty(), None
-        table = pa.concat_tables(found).sort_by([("event_time", "ascending"), ("seq", "ascending")])
-        if table.num_rows <= limit:
-            return table, None
-        table = table.slice(0, limit)
-        last = table.slice(limit - 1).to_pylist()[0]
-        return table, Position(int(last["event_time"].timestamp() * 1000), last["seq"])
+    def _merge(
+        self, day: date, hour: int, clean: Partition | None, files: tuple[StoredFile, ...]
+    ) -> Block:
+        hour_ms = _ms(datetime(day.year, day.month, day.day, tzinfo=UTC) + hour * HOUR)
+        parts, frontier = [], None
+        if clean is not None:
+            rows = self._clean(clean).rows(self.sensor_id)
+            if rows.num_rows:
+                times = rows.column("event_time").cast(pa.int64()).to_numpy()
+                first, end = np.searchsorted(times, [hour_ms, hour_ms + HOUR_MS], "left")
+                parts.append(rows.slice(int(first), int(end - first)))
+                if int(times[-1]) >= hour_ms + HOUR_MS:
+                    return _render(parts[0])  # the frontier lies beyond this hour
+                frontier = pc.max(rows.column("seq"))
+        landed = [self._landed(f).rows(self.sensor_id) for f in files]
+        if landed:
+            table = pa.concat_tables(landed).sort_by("kafka_offset").drop_columns(["kafka_offset"])
+            if frontier is not None:
+                table = table.filter(pc.greater(table.column("seq"), frontier))
+            parts.append(table.cast(parts[0].schema) if parts else table)
+        if not parts:
+            return _render(self.empty())
+        return _render(_first_per_seq(pa.concat_tables(parts)))
 
     def empty(self) -> pa.Table:
         schema = landing_schema(self.sensor_type)
         return pa.schema([schema.field(name) for name in self.columns]).empty_table()
 
+    def _spans(
+        self, start: datetime, end: datetime, after: Position | None
+    ) -> Iterator[tuple[Block, int, int]]:
+        """Each hour block of the range with the index range of its items in the page."""
+        start_ms, end_ms = _ms(start), _ms(end)
+        if after is not None:
+            start = max(start, datetime.fromtimestamp(after.event_time_ms / 1000, UTC))
+        for day in event_dates(start, end) if start < end else []:
+            for hour in event_hours(day, start, end):
+                block = self.block(day, hour)
+                yield (block, *block.bounds(start_ms, end_ms, after))
+
+    def page(self, start: datetime, end: datetime, limit: int, after: Position | None) -> Page:
+        """Up to `limit` readings in (event_time, seq) order and the cursor after them (None
+        when nothing follows)."""
+        items: list[bytes] = []
+        last: tuple[Block, int] | None = None
+        for block, first, stop in self._spans(start, end, after):
+            if first == stop:
+                continue
+            if len(items) == limit and last is not None:
+                return Page(items, last[0].position(last[1]))
+            taken = block.items[first : min(stop, first + limit - len(items))]
+            items.extend(taken)
+            last = (block, first + len(taken) - 1)
+            if first + len(taken) < stop:
+                return Page(items, block.position(last[1]))
+        return Page(items, None)
+
     def count(self) -> int:
         """Readings stored for the sensor over every date, without duplicates."""
         days = set(self.reader.partitions(clean_table(self.sensor_type)))
         days |= set(self.reader.landing_dates(self.sensor_type))
-        total = 0
-        for day in sorted(days):
-            midnight = datetime.fromisoformat(day).replace(tzinfo=UTC)
-            total += self.day(
-                midnight.date(), midnight, midnight + timedelta(days=1), None
-            ).num_rows
-        return total
+        return sum(
+            len(self.block(date.fromisoformat(day), hour).items)
+            for day in days
+            for hour in range(24)
+        )
 
 
 def _first_per_seq(table: pa.Table) -> pa.Table:

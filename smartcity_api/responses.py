@@ -1,8 +1,9 @@
 """JSON responses rendered with orjson: fast, NaN as null, times in RFC 3339 with `Z`.
 
-Handlers return plain dicts and lists built from Arrow rows; validating thousands of rows
-through pydantic models per request would cost more than reading them. The declared
-response models still describe (and the schemathesis test still checks) the shape.
+Handlers return plain dicts and lists built from Arrow rows, or bytes rendered earlier and
+kept; validating thousands of rows through pydantic models per request would cost more than
+reading them. The declared response models still describe (and the schemathesis test still
+checks) the shape.
 """
 
 from __future__ import annotations
@@ -10,22 +11,37 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from smartcity_api.models import ErrorResponse
 
-_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=_OPTIONS)
+        return render(content)
 
 
 def json_response(
     content: Any, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> OrjsonResponse:
     return OrjsonResponse(content, status_code=status_code, headers=headers)
+
+
+def render(content: Any) -> bytes:
+    """`content` as the JSON bytes `json_response` would send, for responses kept ready."""
+    return orjson.dumps(content, option=JSON_OPTIONS)
+
+
+def rendered_response(body: bytes) -> Response:
+    """A response whose JSON is already rendered (see `render`, `with_items`)."""
+    return Response(body, media_type="application/json")
+
+
+def with_items(fields: dict[str, Any], items: list[bytes]) -> bytes:
+    """`fields` plus `"items": [...]` from items rendered one by one beforehand."""
+    return render(fields)[:-1] + b',"items":[' + b",".join(items) + b"]}"
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

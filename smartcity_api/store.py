@@ -3,14 +3,19 @@
 Every request would otherwise list object-store prefixes and re-read the registry; on S3
 each of those is a round trip. The caches are short (seconds) so a newly landed file or a
 re-built partition shows up almost at once, and they are per process, so nothing needs
-invalidating across workers. Every method blocks: call them from threadpool handlers.
+invalidating across workers. What is read or rendered from files is kept longer, in a
+memory-bounded LRU keyed by the files' identity (key, size, mtime): a rewritten file has a
+new identity, so nothing kept there is ever stale. Every method may block on a miss: call
+them from threadpool handlers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
 
@@ -19,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-from cachetools import TTLCache
+from cachetools import Cache, LRUCache, TTLCache
 
 from smartcity.lake import Lake
 from smartcity.layout import (
@@ -36,6 +41,7 @@ from smartcity_stream.live import latest_schema
 from smartcity_stream.sensors import registry_from_lake
 
 T = TypeVar("T")
+MB = 1 << 20
 
 LISTING_TTL_S = 5.0
 REGISTRY_TTL_S = 60.0
@@ -44,11 +50,58 @@ LIVE_TTL_S = 1.0
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One object of the lake: its key (relative to the root), full path and size."""
+    """One object of the lake: its key (relative to the root), full path, size and mtime.
+
+    Hashable and changed by any rewrite, so it keys caches of what was read from the file.
+    """
 
     key: str
     path: str
     size: int
+    mtime_ns: int = 0
+
+
+Partition = tuple[StoredFile, ...]
+"""The part files of one date partition of a table (one or more, in key order)."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The files under a prefix at one moment, and views of them computed once per listing
+    (every request would otherwise filter the whole listing again)."""
+
+    files: list[StoredFile]
+    views: dict[Hashable, Any] = field(default_factory=dict)
+
+    def ending(self, suffix: str) -> list[StoredFile]:
+        return [f for f in self.files if f.key.endswith(suffix)]
+
+    def view(self, key: Hashable, compute: Callable[[], T]) -> T:
+        if key not in self.views:
+            self.views[key] = compute()
+        return self.views[key]
+
+
+_MEMORY_ONLY: ContextVar[bool] = ContextVar("memory_only", default=False)
+
+
+class WouldBlock(Exception):
+    """Raised by a cache miss while `memory_only()` is on: the caller must go to a thread."""
+
+
+@contextlib.contextmanager
+def memory_only() -> Iterator[None]:
+    """Within: a cache miss raises `WouldBlock` instead of reading the lake."""
+    token = _MEMORY_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _MEMORY_ONLY.reset(token)
+
+
+def _size(value: Any) -> int:
+    """Bytes a kept value holds: its `nbytes` (Arrow tables, rendered pages) or its length."""
+    return int(getattr(value, "nbytes", None) or len(value))
 
 
 class LakeReader:
@@ -58,20 +111,35 @@ class LakeReader:
         self.settings = settings
         self.lake = lake or Lake.from_settings(settings)
         self._lock = threading.Lock()
-        self._listings: TTLCache[str, list[StoredFile]] = TTLCache(4096, LISTING_TTL_S)
+        self._listings: TTLCache[str, Listing] = TTLCache(4096, LISTING_TTL_S)
         self._registry: TTLCache[str, Any] = TTLCache(2, REGISTRY_TTL_S)
         self._live: TTLCache[str, Any] = TTLCache(4, LIVE_TTL_S)
         self._derived: TTLCache[Hashable, Any] = TTLCache(1024, LISTING_TTL_S)
+        self._live_views: TTLCache[Hashable, Any] = TTLCache(256, LIVE_TTL_S)
+        self._kept: LRUCache[Hashable, Any] = LRUCache(settings.api_cache_mb * MB, _size)
 
-    def memo(self, cache: TTLCache[Any, Any], key: Hashable, compute: Callable[[], T]) -> T:
-        """`cache[key]`, computed outside the lock on a miss (two racers compute twice)."""
+    def memo(self, cache: Cache[Any, Any], key: Hashable, compute: Callable[[], T]) -> T:
+        """`cache[key]`, computed outside the lock on a miss (two racers compute twice).
+
+        A value larger than the whole cache is returned without being kept.
+        """
         with self._lock:
             if key in cache:
                 return cache[key]
+        if _MEMORY_ONLY.get():
+            raise WouldBlock(key)
         value = compute()
-        with self._lock:
+        with self._lock, contextlib.suppress(ValueError):
             cache[key] = value
         return value
+
+    def kept(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value read or rendered from files named (with their identity) in `key`."""
+        return self.memo(self._kept, key, compute)
+
+    def live_view(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A value derived from the live state, as fresh as `latest()`."""
+        return self.memo(self._live_views, key, compute)
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A short-lived result derived from lake files (as fresh as the listings)."""
@@ -79,31 +147,48 @@ class LakeReader:
 
     # listings -------------------------------------------------------------------------
 
-    def files(self, prefix: str, suffix: str = ".parquet") -> list[StoredFile]:
-        """Files under `prefix` (recursive), sorted by key; hidden scratch files skipped."""
+    def listing(self, prefix: str) -> Listing:
+        """The files under `prefix` (recursive), at most `LISTING_TTL_S` old."""
 
-        def listing() -> list[StoredFile]:
+        def read() -> Listing:
             found = [
-                StoredFile(info.path.removeprefix(self.lake.root + "/"), info.path, info.size or 0)
+                StoredFile(
+                    info.path.removeprefix(self.lake.root + "/"),
+                    info.path,
+                    info.size or 0,
+                    info.mtime_ns or 0,
+                )
                 for info in self.lake.list_files(prefix)
             ]
-            return sorted(
-                (f for f in found if not f.key.rsplit("/", 1)[-1].startswith(".")),
-                key=lambda f: f.key,
+            return Listing(
+                sorted(
+                    (f for f in found if not f.key.rsplit("/", 1)[-1].startswith(".")),
+                    key=lambda f: f.key,
+                )
             )
 
-        return [f for f in self.memo(self._listings, prefix, listing) if f.key.endswith(suffix)]
+        return self.memo(self._listings, prefix, read)
 
-    def partitions(self, asset: str) -> dict[str, StoredFile]:
-        """Built date partitions of an asset's table: `YYYY-MM-DD` -> its file."""
-        found = {}
-        for file in self.files(table_dir(asset)):
-            folder = file.key.rsplit("/", 2)[-2]
-            if folder.startswith("date="):
-                found[folder.removeprefix("date=")] = file
-        return found
+    def files(self, prefix: str, suffix: str = ".parquet") -> list[StoredFile]:
+        """Files under `prefix` (recursive), sorted by key; hidden scratch files skipped."""
+        listing = self.listing(prefix)
+        return listing.view(("suffix", suffix), lambda: listing.ending(suffix))
 
-    def partition(self, asset: str, day: date) -> StoredFile | None:
+    def partitions(self, asset: str) -> dict[str, Partition]:
+        """Built date partitions of an asset's table: `YYYY-MM-DD` -> its part files."""
+
+        def by_date() -> dict[str, Partition]:
+            found: dict[str, list[StoredFile]] = {}
+            for file in listing.ending(".parquet"):
+                folder = file.key.rsplit("/", 2)[-2]
+                if folder.startswith("date="):
+                    found.setdefault(folder.removeprefix("date="), []).append(file)
+            return {day: tuple(files) for day, files in found.items()}
+
+        listing = self.listing(table_dir(asset))
+        return listing.view("partitions", by_date)
+
+    def partition(self, asset: str, day: date) -> Partition | None:
         return self.partitions(asset).get(day.isoformat())
 
     def landing_dates(self, sensor_type: str) -> list[str]:
@@ -112,20 +197,23 @@ class LakeReader:
         folders = {f.key.removeprefix(base + "/").split("/", 1)[0] for f in self.files(base)}
         return sorted(f.removeprefix("date=") for f in folders if f.startswith("date="))
 
-    def landing_files(self, sensor_type: str, day: date, hours: range) -> list[StoredFile]:
+    def landing_files(self, sensor_type: str, day: date, hours: range) -> tuple[StoredFile, ...]:
         """Landing files of the given event hours of one date (partition pruning by path)."""
-        wanted = {f"hour={hour:02d}" for hour in hours}
-        return [
-            f
-            for f in self.files(landing_dir(sensor_type, day))
-            if f.key.rsplit("/", 2)[-2] in wanted
-        ]
+
+        def in_hours() -> tuple[StoredFile, ...]:
+            wanted = {f"hour={hour:02d}" for hour in hours}
+            return tuple(
+                f for f in listing.ending(".parquet") if f.key.rsplit("/", 2)[-2] in wanted
+            )
+
+        listing = self.listing(landing_dir(sensor_type, day))
+        return listing.view(("hours", hours.start, hours.stop), in_hours)
 
     # tables ---------------------------------------------------------------------------
 
     def scan(
         self,
-        files: list[StoredFile],
+        files: Sequence[StoredFile],
         columns: list[str] | None,
         where: ds.Expression | None = None,
         schema: pa.Schema | None = None,

@@ -142,9 +142,10 @@ def _quality(asset: str, passed: bool) -> bytes:
     )
 
 
-def build_first_hour(lake: Lake) -> int:
-    """Write the day's first-hour batch tables; returns the rejected reading's seq."""
-    clean = _with_registry(_deduplicated(_landing(lake, "traffic", hour=0)))
+def build_tables(lake: Lake, hour: int | None = 0) -> int:
+    """Write the day's batch tables from the landing of one hour (None: the whole day);
+    returns the rejected reading's seq."""
+    clean = _with_registry(_deduplicated(_landing(lake, "traffic", hour=hour)))
     clean = clean.combine_chunks()
     ours = pc.equal(clean.column("sensor_id"), SENSOR).to_pylist()
     positions = [i for i, mine in enumerate(ours) if mine]
@@ -183,7 +184,7 @@ def api_lake(live_settings: Settings) -> ApiLake:
         anomaly_rate_per_hour=1.0,
     )
     _run_worker_to_idle(settings)
-    rejected_seq = build_first_hour(Lake.from_settings(settings))
+    rejected_seq = build_tables(Lake.from_settings(settings))
     return ApiLake(settings, produced, rejected_seq)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
 from smartcity_api.app import create_app
 from tests.api_support import DAY, SENSOR, ApiLake, expected_seqs, landing_table
@@ -243,3 +245,39 @@ def test_cors_origins_are_configurable(api_lake: ApiLake) -> None:
         assert response.headers["access-control-allow-origin"] == "https://city.example"
         other = client.get("/", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_partition_in_several_part_files_reads_as_one(
+    api_client: TestClient, api_lake: ApiLake, tmp_path: Path
+) -> None:
+    """Spark writes a partition as several part files: every route must see them all."""
+    settings = api_lake.settings.model_copy(update={"lake_uri": tmp_path.as_uri()})
+    split = Lake.from_settings(settings)
+    for table in ("clean_traffic", "daily_traffic_aggregates"):
+        whole = api_lake.lake.read_parquet(table_partition_key(table, DAY))
+        half = whole.num_rows // 2
+        folder = table_partition_key(table, DAY).rsplit("/", 1)[0]
+        split.write_parquet(f"{folder}/part-0.parquet", whole.slice(0, half))
+        split.write_parquet(f"{folder}/part-1.parquet", whole.slice(half))
+    day = {"date": DAY.isoformat()}
+    hour = {"start": "2026-11-27T00:00:00Z", "end": "2026-11-27T01:00:00Z", "limit": 10_000}
+    with TestClient(create_app(settings)) as client:
+        for path, params in [
+            ("/api/v1/aggregates/daily", day | {"sensor_type": "traffic", "granularity": "hour"}),
+            (f"/api/v1/sensors/{SENSOR}/readings", hour),
+        ]:
+            assert (
+                client.get(path, params=params).json() == api_client.get(path, params=params).json()
+            )
+        exported = client.get("/api/v1/export/clean_traffic", params=day)
+        original = api_client.get("/api/v1/export/clean_traffic", params=day)
+        assert pq.read_table(io.BytesIO(exported.content)).equals(
+            pq.read_table(io.BytesIO(original.content))
+        )
+        csv = client.get("/api/v1/export/clean_traffic", params=day | {"format": "csv"})
+        assert (
+            csv.content
+            == api_client.get(
+                "/api/v1/export/clean_traffic", params=day | {"format": "csv"}
+            ).content
+        )

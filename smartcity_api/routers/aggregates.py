@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pyarrow.dataset as ds
@@ -18,9 +20,17 @@ from smartcity_api.params import (
     SensorTypeRequired,
     known_sensor,
 )
-from smartcity_api.responses import error_responses, json_response
+from smartcity_api.responses import error_responses, render, rendered_response
+from smartcity_api.serving import answer
+from smartcity_api.store import LakeReader, Partition
 
 router = APIRouter(prefix="/aggregates", tags=["aggregates"])
+ROW_ORDER = [
+    ("level", "ascending"),
+    ("sensor_id", "ascending"),
+    ("district", "ascending"),
+    ("period_start", "ascending"),
+]
 
 
 @router.get(
@@ -29,7 +39,7 @@ router = APIRouter(prefix="/aggregates", tags=["aggregates"])
     responses=error_responses(404),
     summary="Daily or hourly aggregates of one date",
 )
-def daily_aggregates(
+async def daily_aggregates(
     reader: ReaderDep,
     date: DateRequired,
     sensor_type: SensorTypeRequired,
@@ -43,35 +53,48 @@ def daily_aggregates(
     """Sensor-level and district-level rows; `sensor_id` keeps that sensor's rows,
     `district` the rows of that district (both levels)."""
     table = aggregates_table(sensor_type)
-    if sensor_id is not None:
-        sensor = known_sensor(reader, sensor_id)
-        if sensor["sensor_type"] != sensor_type:
-            raise invalid(
-                "sensor_id", f"{sensor_id} is a {sensor['sensor_type']} sensor, not {sensor_type}"
-            )
-    file = reader.partition(table, date)
-    if file is None:
-        raise not_found(f"date: {table} has no partition {date} (not built yet)")
-    where = ds.field("granularity") == granularity
-    if district is not None:
-        where &= ds.field("district") == district
-    if sensor_id is not None:
-        where &= ds.field("sensor_id") == sensor_id
-    rows = reader.scan([file], columns=None, where=where)
-    rows = rows.sort_by(
-        [
-            ("level", "ascending"),
-            ("sensor_id", "ascending"),
-            ("district", "ascending"),
-            ("period_start", "ascending"),
-        ]
-    ).to_pylist()
-    return json_response(
+
+    def rows() -> bytes:
+        if sensor_id is not None:
+            sensor = known_sensor(reader, sensor_id)
+            if sensor["sensor_type"] != sensor_type:
+                raise invalid(
+                    "sensor_id",
+                    f"{sensor_id} is a {sensor['sensor_type']} sensor, not {sensor_type}",
+                )
+        partition = reader.partition(table, date)
+        if partition is None:
+            raise not_found(f"date: {table} has no partition {date} (not built yet)")
+        key = ("aggregates", partition, granularity, district, sensor_id)
+        return reader.kept(key, lambda: _render(reader, partition, query))
+
+    query = AggregatesQuery(table, date, granularity, district, sensor_id)
+    return rendered_response(await answer(rows))
+
+
+@dataclass(frozen=True)
+class AggregatesQuery:
+    table: str
+    date: datetime.date
+    granularity: str
+    district: str | None
+    sensor_id: str | None
+
+
+def _render(reader: LakeReader, partition: Partition, query: AggregatesQuery) -> bytes:
+    """The matching rows of the partition, sorted, as the response's JSON."""
+    where = ds.field("granularity") == query.granularity
+    if query.district is not None:
+        where &= ds.field("district") == query.district
+    if query.sensor_id is not None:
+        where &= ds.field("sensor_id") == query.sensor_id
+    rows = reader.scan(list(partition), columns=None, where=where).sort_by(ROW_ORDER)
+    return render(
         {
-            "table": table,
-            "date": date.isoformat(),
-            "granularity": granularity,
-            "items": rows,
-            "count": len(rows),
+            "table": query.table,
+            "date": query.date.isoformat(),
+            "granularity": query.granularity,
+            "items": rows.to_pylist(),
+            "count": rows.num_rows,
         }
     )

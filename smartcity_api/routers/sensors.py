@@ -27,7 +27,14 @@ from smartcity_api.params import (
     reject_path_characters,
 )
 from smartcity_api.readings import History, Position
-from smartcity_api.responses import error_responses, json_response
+from smartcity_api.responses import (
+    error_responses,
+    json_response,
+    render,
+    rendered_response,
+    with_items,
+)
+from smartcity_api.serving import answer
 from smartcity_api.store import LakeReader
 
 router = APIRouter(prefix="/sensors", tags=["sensors"])
@@ -35,11 +42,15 @@ router = APIRouter(prefix="/sensors", tags=["sensors"])
 
 def _latest_rows(reader: LakeReader) -> list[dict[str, Any]]:
     """The live latest readings with each sensor's district from the registry."""
-    sensors = reader.sensors()
-    rows = reader.latest().drop_columns(list(KAFKA_COLUMNS)).to_pylist()
-    for row in rows:
-        row["district"] = sensors.get(row["sensor_id"], {}).get("district")
-    return rows
+
+    def rows() -> list[dict[str, Any]]:
+        sensors = reader.sensors()
+        found = reader.latest().drop_columns(list(KAFKA_COLUMNS)).to_pylist()
+        for row in found:
+            row["district"] = sensors.get(row["sensor_id"], {}).get("district")
+        return found
+
+    return reader.live_view("latest rows", rows)
 
 
 @router.get("", response_model=SensorPage, summary="The sensor registry")
@@ -64,20 +75,25 @@ def list_sensors(
 
 
 @router.get("/latest", response_model=LatestList, summary="Latest reading per sensor")
-def latest_readings(
+async def latest_readings(
     reader: ReaderDep,
     sensor_type: SensorTypeFilter = None,
     district: DistrictFilter = None,
     limit: Annotated[int, limit_param()] = 1000,
 ) -> Any:
     """From the stream worker's live state (about a second old), in sensor id order."""
-    rows = [
-        row
-        for row in _latest_rows(reader)
-        if (sensor_type is None or row["sensor_type"] == sensor_type)
-        and (district is None or row["district"] == district)
-    ][:limit]
-    return json_response({"items": rows, "count": len(rows)})
+
+    def body() -> bytes:
+        rows = [
+            row
+            for row in _latest_rows(reader)
+            if (sensor_type is None or row["sensor_type"] == sensor_type)
+            and (district is None or row["district"] == district)
+        ][:limit]
+        return render({"items": rows, "count": len(rows)})
+
+    key = ("latest", sensor_type, district, limit)
+    return rendered_response(await answer(lambda: reader.live_view(key, body)))
 
 
 @router.get(
@@ -100,7 +116,7 @@ def sensor_detail(reader: ReaderDep, sensor_id: SensorIdPath) -> Any:
     responses=error_responses(404),
     summary="A sensor's reading history",
 )
-def sensor_readings(
+async def sensor_readings(
     reader: ReaderDep,
     sensor_id: SensorIdPath,
     start: Start,
@@ -118,19 +134,21 @@ def sensor_readings(
     """Readings in [start, end) ordered by (event_time, seq): clean tables where built, the
     landing for what is not, without duplicates."""
     start, end = checked_range(start, end)
-    sensor = known_sensor(reader, sensor_id)
     after = Position.decode(cursor) if cursor is not None else None
-    history = History(reader, str(sensor["sensor_type"]), sensor_id)
-    table, position = history.page(start, end, limit, after)
-    return json_response(
-        {
+
+    def body() -> bytes:
+        sensor = known_sensor(reader, sensor_id)
+        history = History(reader, str(sensor["sensor_type"]), sensor_id)
+        page = history.page(start, end, limit, after)
+        fields = {
             "sensor_id": sensor_id,
             "sensor_type": sensor["sensor_type"],
-            "items": table.to_pylist(),
-            "count": table.num_rows,
-            "next_cursor": position.encode() if position else None,
+            "count": len(page.items),
+            "next_cursor": page.position.encode() if page.position else None,
         }
-    )
+        return with_items(fields, page.items)
+
+    return rendered_response(await answer(body))
 
 
 @router.get("/{sensor_id:path}", include_in_schema=False)
