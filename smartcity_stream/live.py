@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -18,6 +19,7 @@ from smartcity.lake import Lake
 from smartcity.layout import live_key
 from smartcity.settings import SENSOR_TYPES
 from smartcity_stream.anomalies import anomaly_table
+from smartcity_stream.columns import Readings
 from smartcity_stream.landing import landing_schema
 
 
@@ -29,6 +31,18 @@ def latest_schema() -> pa.Schema:
         for field in landing_schema(sensor_type):
             fields.setdefault(field.name, field.with_nullable(True))
     return pa.schema(list(fields.values()))
+
+
+def latest_per_sensor(readings: Readings) -> list[dict[str, Any]]:
+    """Each sensor's reading with the highest seq in a batch (the last of equals, as
+    `LiveState.update_latest` keeps it), event time in epoch ms."""
+    seq = readings.values("seq")
+    order = np.lexsort((np.arange(readings.size), seq, readings.sensor))
+    ends = np.flatnonzero(np.diff(readings.sensor[order], append=-1))
+    return [
+        {**readings.rows[row], "event_time": int(readings.event_ms[row])}
+        for row in order[ends].tolist()
+    ]
 
 
 class LiveState:

@@ -83,9 +83,9 @@ SENSOR_CONGESTION = Gauge(
 CONGESTION_LEVELS = {"low": 0, "medium": 1, "high": 2, "severe": 3}
 
 
-def record_congestion(readings: list[dict[str, Any]], sensors: dict[str, dict[str, Any]]) -> None:
-    """Set the gauge once per sensor per batch (the last reading wins), not once per reading."""
-    latest = {r["sensor_id"]: r["congestion_level"] for r in readings if r.get("congestion_level")}
+def record_congestion(latest: dict[str, str | None], sensors: dict[str, dict[str, Any]]) -> None:
+    """Set the gauge once per sensor per batch from its last reading's level (readings of
+    other types carry none), not once per reading."""
     for sensor_id, level in latest.items():
         sensor = sensors.get(sensor_id)
         if sensor is None or level not in CONGESTION_LEVELS:

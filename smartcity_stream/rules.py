@@ -1,23 +1,31 @@
 """Real-time anomaly rules: every threshold in one configurable place, one detector per kind.
 
-Rules look at each valid reading together with its sensor's open window and a little
-per-sensor memory (previous values, a baseline, a running z-score), so an anomaly is
-reported within the batch that carries its first reading rather than when a window closes.
-A condition that holds over many readings is one anomaly (an episode), reported once.
+Rules look at each valid reading together with its sensor's open window as it stood right
+after the reading and a little per-sensor memory (previous values, a baseline, a running
+z-score), so an anomaly is reported within the batch that carries its first reading rather
+than when a window closes. A condition that holds over many readings is one anomaly (an
+episode), reported once.
+
+A batch is judged at once: threshold rules as numpy expressions over its columns, the
+previous reading of a sensor by a shift within the sensor's rows, runs of identical readings
+by a running index. Only the running baselines (recent flow, energy baseline, z-score)
+step through a sensor's readings one by one, as plain floats.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from smartcity_stream.windows import Window
+from smartcity_stream.columns import Readings
+from smartcity_stream.windows import Window, WindowView
 
 
 class RuleConfig(BaseModel):
@@ -80,22 +88,30 @@ class Running:
     variance: float = 0.0
     count: int = 0
 
-    def zscore(self, value: float) -> float:
-        spread = math.sqrt(self.variance)
-        return (value - self.mean) / spread if spread > 1e-9 else 0.0
-
-    def update(self, value: float) -> None:
-        """A plain running mean until 1/count falls below alpha: no bias towards the start."""
-        self.count += 1
-        alpha = max(self.alpha, 1 / self.count)
-        delta = value - self.mean
-        self.mean += alpha * delta
-        self.variance = (1 - alpha) * (self.variance + alpha * delta * delta)
+    def learn(self, values: Iterable[float]) -> tuple[list[float], list[float]]:
+        """Take `values` in turn; returns per value its z-score against the state before
+        it and the mean after it. A plain running mean until 1/count falls below alpha: no
+        bias towards the start. One tight loop over plain floats, state in locals."""
+        alpha, mean, variance, count = self.alpha, self.mean, self.variance, self.count
+        scores, means = [], []
+        for value in values:
+            spread = math.sqrt(variance)
+            scores.append((value - mean) / spread if spread > 1e-9 else 0.0)
+            count += 1
+            rate = max(alpha, 1 / count)
+            delta = value - mean
+            mean += rate * delta
+            variance = (1 - rate) * (variance + rate * delta * delta)
+            means.append(mean)
+        self.mean, self.variance, self.count = mean, variance, count
+        return scores, means
 
 
 @dataclass
 class SensorMemory:
-    previous: dict[str, Any] | None = None
+    """What a sensor's earlier batches leave for the next one."""
+
+    previous: np.ndarray | None = None  # measures of the last reading (NaN: no value)
     same_count: int = 0
     same_since_ms: int = 0
     baseline: Running | None = None
@@ -116,8 +132,27 @@ def _severity(ratio: float) -> str:
     return "critical" if ratio >= 1.5 else "warning"
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One batch as the rules see it; `found` collects (row, rule rank, finding)."""
+
+    readings: Readings
+    window: WindowView
+    memories: list[SensorMemory]
+    values: np.ndarray
+    previous: np.ndarray
+    has_previous: np.ndarray
+    found: list[tuple[int, int, Finding]]
+
+    def add(self, rank: int, row: int, finding: Finding) -> None:
+        self.found.append((row, rank, finding))
+
+
+STUCK_RANK, ZSCORE_RANK = 3, 4  # after a type's own rules (ranks 0-2), as a reading lists them
+
+
 class RuleEngine:
-    """Apply the rules to readings; returns each new anomaly episode once."""
+    """Apply the rules to batches of readings; returns each new anomaly episode once."""
 
     def __init__(self, config: RuleConfig, sensors: Mapping[str, Mapping[str, Any]]) -> None:
         self.config = config
@@ -127,208 +162,247 @@ class RuleEngine:
     def evaluate(
         self, reading: Mapping[str, Any], event_ms: int, window: Window | None
     ) -> list[Finding]:
-        sensor_type = reading["sensor_type"]
-        memory = self._memory.setdefault(reading["sensor_id"], SensorMemory())
-        findings = [
-            *getattr(self, f"_{sensor_type}")(reading, event_ms, window, memory),
-            *self._stuck(reading, event_ms, memory),
-            *self._zscore(reading, memory),
+        """One reading and the window it joined (None: late), as a batch of one."""
+        readings = Readings.from_rows(reading["sensor_type"], [dict(reading)], [event_ms])
+        view = WindowView.of(window, event_ms, MEASURES[reading["sensor_type"]])
+        return [finding for _, finding in self.evaluate_batch(readings, view)]
+
+    def evaluate_batch(self, readings: Readings, window: WindowView) -> list[tuple[int, Finding]]:
+        """(row, finding) of every new episode, in row order and, per row, rule order."""
+        sensor_type = readings.sensor_type
+        measures = MEASURES[sensor_type]
+        memories = [self._memory.setdefault(s, SensorMemory()) for s in readings.sensor_ids]
+        values = np.column_stack([readings.numbers(name) for name in measures])
+        missing = np.full(len(measures), np.nan)
+        before = np.array([m.previous if m.previous is not None else missing for m in memories])
+        known = np.array([m.previous is not None for m in memories])
+        groups = readings.groups
+        batch = _Batch(
+            readings,
+            window,
+            memories,
+            values,
+            groups.previous(values, before.reshape(len(memories), len(measures))),
+            groups.previous(np.ones(readings.size, dtype=bool), known),
+            [],
+        )
+        getattr(self, f"_{sensor_type}")(batch)
+        self._stuck(batch)
+        self._zscore(batch)
+        for memory, row in zip(memories, groups.last_rows().tolist(), strict=True):
+            memory.previous = values[row].copy()
+        batch.found.sort(key=lambda item: (item[0], item[1]))
+        event_ms = readings.event_ms
+        sensor = readings.sensor
+        return [
+            (row, finding)
+            for row, _, finding in batch.found
+            if self._new_episode(memories[sensor[row]], finding, int(event_ms[row]))
         ]
-        memory.previous = dict(reading)
-        return [finding for finding in findings if self._new_episode(memory, finding, event_ms)]
 
     def _new_episode(self, memory: SensorMemory, finding: Finding, event_ms: int) -> bool:
         last = memory.last_hit_ms.get(finding.kind)
         memory.last_hit_ms[finding.kind] = event_ms
         return last is None or event_ms - last > self.config.episode_gap_s * 1000
 
-    def _traffic(
-        self,
-        reading: Mapping[str, Any],
-        event_ms: int,
-        window: Window | None,
-        memory: SensorMemory,
-    ) -> list[Finding]:
-        c = self.config
-        found = []
-        sensor = self.sensors.get(reading["sensor_id"], {})
-        count = reading["vehicle_count"]
-        speed = reading["average_speed_kmh"]
-        level = reading["congestion_level"]
-        mean_speed = window.mean("average_speed_kmh") if window else speed
-        occupancy = window.mean("occupancy_pct") if window else reading["occupancy_pct"]
-        if (
-            level in c.severe_congestion_levels
-            and mean_speed is not None
-            and mean_speed < c.severe_congestion_speed_kmh
-            and (occupancy or 0.0) >= c.severe_congestion_occupancy_pct
-        ):
-            ratio = c.severe_congestion_speed_kmh / max(mean_speed, 1.0)
-            values = {"congestion_level": level, "window_mean_speed_kmh": mean_speed}
-            found.append(Finding("severe_congestion", _severity(ratio), values))
-        jammed = mean_speed is not None and mean_speed < c.severe_congestion_speed_kmh
-        if not jammed:
-            found += self._high_volume(reading, memory, sensor)
-        limit = sensor.get("speed_limit_kmh") or c.speed_high_kmh
-        too_fast = min(c.speed_high_kmh, c.speed_limit_factor * limit)
-        vehicles = window.measures["vehicle_count"].total if window else count
-        if (
-            mean_speed is not None
-            and vehicles >= c.speed_min_vehicles
-            and (mean_speed > too_fast or (mean_speed < c.speed_low_kmh and level == "low"))
-        ):
-            ratio = (
-                mean_speed / too_fast
-                if mean_speed > too_fast
-                else c.speed_low_kmh / max(mean_speed, 1.0)
-            )
-            values = {"window_mean_speed_kmh": mean_speed, "threshold_kmh": round(too_fast, 1)}
-            found.append(Finding("speed_anomaly", _severity(ratio), values))
-        return found
+    def _per_sensor(self, readings: Readings, key: str, default: float) -> np.ndarray:
+        """A registry attribute of each row's sensor (`default` where the registry has none)."""
+        known = [self.sensors.get(s, {}).get(key) or default for s in readings.sensor_ids]
+        return np.array(known, dtype=np.float64)[readings.sensor]
 
-    def _high_volume(
-        self, reading: Mapping[str, Any], memory: SensorMemory, sensor: Mapping[str, Any]
-    ) -> list[Finding]:
-        """Recent flow (an average over minutes, not one noisy interval) against capacity."""
+    def _traffic(self, batch: _Batch) -> None:
         c = self.config
-        capacity = sensor.get("capacity_vph")
-        interval_s = reading.get("interval_s") or 1.0
-        recent = memory.baseline or Running(1 - math.exp(-interval_s / c.flow_recent_s))
-        memory.baseline = recent
-        recent.update(reading["vehicle_count"])
-        flow = recent.mean * 3600 / interval_s
-        warming_up = recent.count * interval_s < c.flow_recent_s
-        if warming_up or not capacity or flow <= c.high_volume_capacity_factor * capacity:
-            return []
-        limit = c.high_volume_capacity_factor * capacity
-        values = {"recent_flow_vph": round(flow), "threshold_vph": round(limit)}
-        return [Finding("high_volume", _severity(flow / limit), values)]
-
-    def _weather(
-        self,
-        reading: Mapping[str, Any],
-        event_ms: int,
-        window: Window | None,
-        memory: SensorMemory,
-    ) -> list[Finding]:
-        c = self.config
-        found = []
-        temperature = reading["temperature_c"]
-        if not c.temperature_min_c <= temperature <= c.temperature_max_c:
-            span = c.temperature_max_c - c.temperature_min_c
-            beyond = max(c.temperature_min_c - temperature, temperature - c.temperature_max_c)
-            found.append(
-                Finding(
-                    "temperature_out_of_range",
-                    _severity(1 + 10 * beyond / span),
-                    {"temperature_c": temperature},
-                )
-            )
-        previous = memory.previous
-        if (
-            previous is not None
-            and abs(temperature - previous["temperature_c"]) > c.temperature_jump_c
-        ):
-            found.append(
-                Finding(
-                    "temperature_jump",
-                    "warning",
-                    {"temperature_c": temperature, "previous_c": previous["temperature_c"]},
-                )
-            )
-        if reading["humidity_pct"] < c.humidity_min_pct:
-            found.append(
-                Finding(
-                    "humidity_out_of_range", "warning", {"humidity_pct": reading["humidity_pct"]}
-                )
-            )
-        return found
-
-    def _energy(
-        self,
-        reading: Mapping[str, Any],
-        event_ms: int,
-        window: Window | None,
-        memory: SensorMemory,
-    ) -> list[Finding]:
-        c = self.config
-        found = []
-        power = reading["power_kw"]
-        baseline = memory.baseline or Running(c.energy_baseline_alpha)
-        memory.baseline = baseline
-        spiking = (
-            baseline.count >= c.energy_baseline_warmup
-            and power > c.energy_spike_factor * max(baseline.mean, 1e-3)
+        readings, window = batch.readings, batch.window
+        level = readings.values("congestion_level")
+        mean_speed = np.where(
+            window.joined,
+            window.mean("average_speed_kmh"),
+            readings.numbers("average_speed_kmh"),
         )
-        if spiking:
-            ratio = power / max(baseline.mean, 1e-3) / c.energy_spike_factor
-            found.append(
-                Finding(
-                    "energy_spike",
-                    _severity(ratio),
-                    {"power_kw": power, "baseline_kw": round(baseline.mean, 3)},
-                )
-            )
-        else:
-            baseline.update(power)
-        nominal = self.sensors.get(reading["sensor_id"], {}).get("nominal_voltage_v") or 230.0
-        deviation = abs(reading["voltage_v"] - nominal) / nominal * 100
-        if deviation > c.voltage_tolerance_pct:
-            found.append(
-                Finding(
-                    "voltage_out_of_tolerance",
-                    _severity(deviation / c.voltage_tolerance_pct),
-                    {"voltage_v": reading["voltage_v"], "nominal_v": nominal},
-                )
-            )
-        return found
+        occupancy = np.where(
+            window.joined, window.mean("occupancy_pct"), readings.numbers("occupancy_pct")
+        )
+        with np.errstate(invalid="ignore"):
+            slow = mean_speed < c.severe_congestion_speed_kmh
+        severe = (
+            np.isin(level, c.severe_congestion_levels)
+            & slow
+            & (np.nan_to_num(occupancy, nan=0.0) >= c.severe_congestion_occupancy_pct)
+        )
+        for row in np.flatnonzero(severe).tolist():
+            speed = float(mean_speed[row])
+            ratio = c.severe_congestion_speed_kmh / max(speed, 1.0)
+            values = {"congestion_level": level[row], "window_mean_speed_kmh": speed}
+            batch.add(0, row, Finding("severe_congestion", _severity(ratio), values))
+        self._high_volume(batch, flowing=~slow)
+        limit = self._per_sensor(readings, "speed_limit_kmh", c.speed_high_kmh)
+        too_fast = np.minimum(c.speed_high_kmh, c.speed_limit_factor * limit)
+        vehicles = np.where(
+            window.joined, window.total("vehicle_count"), readings.numbers("vehicle_count")
+        )
+        with np.errstate(invalid="ignore"):
+            odd = (mean_speed > too_fast) | ((mean_speed < c.speed_low_kmh) & (level == "low"))
+        for row in np.flatnonzero(odd & (vehicles >= c.speed_min_vehicles)).tolist():
+            speed, threshold = float(mean_speed[row]), float(too_fast[row])
+            ratio = speed / threshold if speed > threshold else c.speed_low_kmh / max(speed, 1.0)
+            values = {"window_mean_speed_kmh": speed, "threshold_kmh": round(threshold, 1)}
+            batch.add(2, row, Finding("speed_anomaly", _severity(ratio), values))
 
-    def _stuck(
-        self, reading: Mapping[str, Any], event_ms: int, memory: SensorMemory
-    ) -> list[Finding]:
-        fields = MEASURES[reading["sensor_type"]]
-        values = tuple(reading[name] for name in fields)
-        previous = memory.previous
-        if previous is not None and values == tuple(previous[name] for name in fields):
-            memory.same_count += 1
-        else:
-            memory.same_count, memory.same_since_ms = 0, event_ms
-        stuck_ms = event_ms - memory.same_since_ms
-        if (
-            memory.same_count + 1 >= self.config.stuck_min_readings
-            and stuck_ms >= self.config.stuck_for_s * 1000
-            and any(values)
-        ):
-            values_by_name = dict(zip(fields, values, strict=True))
-            return [
-                Finding(
-                    "stuck_sensor",
-                    "warning",
-                    {
-                        "value": values_by_name,
-                        "readings": memory.same_count + 1,
-                        "for_s": stuck_ms / 1000,
-                    },
-                )
-            ]
-        return []
+    def _high_volume(self, batch: _Batch, flowing: np.ndarray) -> None:
+        """Recent flow (an average over minutes, not one noisy interval) against capacity;
+        learnt from the readings of a flowing road only."""
+        c = self.config
+        readings = batch.readings
+        count = readings.numbers("vehicle_count")
+        interval = readings.numbers("interval_s")
+        interval = np.where(np.isnan(interval) | (interval == 0), 1.0, interval)
+        for index, memory in enumerate(batch.memories):
+            rows = batch.readings.groups.rows(index)
+            rows = rows[flowing[rows]]
+            if not len(rows):
+                continue
+            capacity = self.sensors.get(readings.sensor_ids[index], {}).get("capacity_vph")
+            intervals = interval[rows]
+            recent = memory.baseline or Running(
+                1 - math.exp(-float(intervals[0]) / c.flow_recent_s)
+            )
+            memory.baseline = recent
+            learnt_before = recent.count
+            _, means = recent.learn(count[rows].tolist())
+            if not capacity:
+                continue
+            limit = c.high_volume_capacity_factor * capacity
+            flow = np.array(means) * 3600 / intervals
+            learnt = learnt_before + np.arange(1, len(rows) + 1)
+            high = (learnt * intervals >= c.flow_recent_s) & (flow > limit)
+            for at in np.flatnonzero(high).tolist():
+                values = {"recent_flow_vph": round(float(flow[at])), "threshold_vph": round(limit)}
+                finding = Finding("high_volume", _severity(float(flow[at]) / limit), values)
+                batch.add(1, int(rows[at]), finding)
 
-    def _zscore(self, reading: Mapping[str, Any], memory: SensorMemory) -> list[Finding]:
-        value = reading[MAIN_MEASURE[reading["sensor_type"]]]
-        stats = memory.stats or Running(self.config.zscore_alpha)
-        memory.stats = stats
-        score = stats.zscore(value)
-        stats.update(value)
-        if stats.count > self.config.zscore_warmup and abs(score) > self.config.zscore_threshold:
-            return [
-                Finding(
-                    "zscore_outlier",
-                    _severity(abs(score) / self.config.zscore_threshold),
-                    {
-                        "measure": MAIN_MEASURE[reading["sensor_type"]],
-                        "value": value,
+    def _weather(self, batch: _Batch) -> None:
+        c = self.config
+        rows = batch.readings.rows
+        temperature = batch.readings.numbers("temperature_c")
+        outside = ~((c.temperature_min_c <= temperature) & (temperature <= c.temperature_max_c))
+        span = c.temperature_max_c - c.temperature_min_c
+        for row in np.flatnonzero(outside).tolist():
+            value = rows[row]["temperature_c"]
+            beyond = max(c.temperature_min_c - value, value - c.temperature_max_c)
+            severity = _severity(1 + 10 * beyond / span)
+            batch.add(
+                0, row, Finding("temperature_out_of_range", severity, {"temperature_c": value})
+            )
+        previous = batch.previous[:, MEASURES["weather"].index("temperature_c")]
+        with np.errstate(invalid="ignore"):
+            jumped = batch.has_previous & (np.abs(temperature - previous) > c.temperature_jump_c)
+        for row in np.flatnonzero(jumped).tolist():
+            values = {
+                "temperature_c": rows[row]["temperature_c"],
+                "previous_c": float(previous[row]),
+            }
+            batch.add(1, row, Finding("temperature_jump", "warning", values))
+        dry = batch.readings.numbers("humidity_pct") < c.humidity_min_pct
+        for row in np.flatnonzero(dry).tolist():
+            values = {"humidity_pct": rows[row]["humidity_pct"]}
+            batch.add(2, row, Finding("humidity_out_of_range", "warning", values))
+
+    def _energy(self, batch: _Batch) -> None:
+        c = self.config
+        readings = batch.readings
+        power = readings.numbers("power_kw")
+        for index, memory in enumerate(batch.memories):
+            rows = readings.groups.rows(index)
+            baseline = memory.baseline or Running(c.energy_baseline_alpha)
+            memory.baseline = baseline
+            for row, value in zip(rows.tolist(), power[rows].tolist(), strict=True):
+                reference = max(baseline.mean, 1e-3)
+                if baseline.count < c.energy_baseline_warmup or value <= (
+                    c.energy_spike_factor * reference
+                ):
+                    baseline.learn((value,))
+                    continue
+                ratio = value / reference / c.energy_spike_factor
+                values = {
+                    "power_kw": readings.rows[row]["power_kw"],
+                    "baseline_kw": round(baseline.mean, 3),
+                }
+                batch.add(0, row, Finding("energy_spike", _severity(ratio), values))
+        nominal = self._per_sensor(readings, "nominal_voltage_v", 230.0)
+        deviation = np.abs(readings.numbers("voltage_v") - nominal) / nominal * 100
+        for row in np.flatnonzero(deviation > c.voltage_tolerance_pct).tolist():
+            values = {
+                "voltage_v": readings.rows[row]["voltage_v"],
+                "nominal_v": float(nominal[row]),
+            }
+            severity = _severity(float(deviation[row]) / c.voltage_tolerance_pct)
+            batch.add(1, row, Finding("voltage_out_of_tolerance", severity, values))
+
+    def _stuck(self, batch: _Batch) -> None:
+        """Runs of identical readings per sensor, carried over from the previous batch."""
+        c = self.config
+        readings, groups = batch.readings, batch.readings.groups
+        values, previous = batch.values, batch.previous
+        same = batch.has_previous & np.all(
+            (values == previous) | (np.isnan(values) & np.isnan(previous)), axis=1
+        )
+        event_ms = readings.event_ms
+        ordered_same = same[groups.order]
+        anchor = ~ordered_same | groups.first
+        position = np.arange(readings.size)
+        last_anchor = np.maximum.accumulate(np.where(anchor, position, 0))
+        carried = np.array([m.same_count for m in batch.memories], dtype=np.int64)
+        carried_since = np.array([m.same_since_ms for m in batch.memories], dtype=np.int64)
+        rows_in_order = groups.order
+        sensor_in_order = groups.sorted_sensor
+        anchor_count = np.where(ordered_same, carried[sensor_in_order] + 1, 0)
+        anchor_since = np.where(
+            ordered_same, carried_since[sensor_in_order], event_ms[rows_in_order]
+        )
+        count_in_order = anchor_count[last_anchor] + position - last_anchor
+        since_in_order = anchor_since[last_anchor]
+        same_count = np.empty_like(count_in_order)
+        same_count[rows_in_order] = count_in_order
+        same_since = np.empty_like(since_in_order)
+        same_since[rows_in_order] = since_in_order
+        stuck_ms = event_ms - same_since
+        nonzero = np.any(np.nan_to_num(values, nan=0.0) != 0, axis=1)
+        stuck = (
+            (same_count + 1 >= c.stuck_min_readings) & (stuck_ms >= c.stuck_for_s * 1000) & nonzero
+        )
+        fields = MEASURES[readings.sensor_type]
+        for row in np.flatnonzero(stuck).tolist():
+            reading = readings.rows[row]
+            values_by_name = {name: reading[name] for name in fields}
+            finding_values = {
+                "value": values_by_name,
+                "readings": int(same_count[row]) + 1,
+                "for_s": int(stuck_ms[row]) / 1000,
+            }
+            batch.add(STUCK_RANK, row, Finding("stuck_sensor", "warning", finding_values))
+        for memory, row in zip(batch.memories, groups.last_rows().tolist(), strict=True):
+            memory.same_count, memory.same_since_ms = int(same_count[row]), int(same_since[row])
+
+    def _zscore(self, batch: _Batch) -> None:
+        """Each reading's main measure against the sensor's running mean and variance
+        before it."""
+        c = self.config
+        readings = batch.readings
+        measure = MAIN_MEASURE[readings.sensor_type]
+        main = readings.numbers(measure)
+        for index, memory in enumerate(batch.memories):
+            rows = readings.groups.rows(index)
+            stats = memory.stats or Running(c.zscore_alpha)
+            memory.stats = stats
+            learnt_before = stats.count
+            scores, _ = stats.learn(main[rows].tolist())
+            for at, score in enumerate(scores):
+                if learnt_before + at + 1 > c.zscore_warmup and abs(score) > c.zscore_threshold:
+                    row = int(rows[at])
+                    values = {
+                        "measure": measure,
+                        "value": readings.rows[row][measure],
                         "zscore": round(score, 2),
-                    },
-                )
-            ]
-        return []
+                    }
+                    severity = _severity(abs(score) / c.zscore_threshold)
+                    batch.add(ZSCORE_RANK, row, Finding("zscore_outlier", severity, values))

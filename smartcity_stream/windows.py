@@ -6,12 +6,22 @@ the sensor id), so its windows close by that partition's watermark, and a partit
 behind never makes another one's events look late. A window closes when its end is at or
 before the watermark; an event for a closed window is late: it is still landed (the batch
 layer sees it) but no longer changes the window.
+
+A batch joins its windows at once (`TumblingWindows.add_batch`): lateness from a running maximum
+of event times, the (sensor, window) groups with numpy, and each window's running sums
+taken reading by reading in the batch's order, so every reading sees its window as it
+stood right after it (what the rules compare against), to the bit what adding one reading
+at a time gives.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from smartcity_stream.columns import Readings
 
 
 @dataclass
@@ -71,8 +81,46 @@ class Window:
 NO_EVENT_MS = -(2**62)
 
 
+@dataclass(frozen=True)
+class WindowView:
+    """Each reading of a batch in its window: `joined` is False for a late reading (no
+    window); the sums are the window's as of that reading, that reading included."""
+
+    measures: tuple[str, ...]
+    joined: np.ndarray
+    start_ms: np.ndarray
+    end_ms: np.ndarray
+    totals: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, window: Window | None, event_ms: int, measures: tuple[str, ...]) -> WindowView:
+        """A one-reading view of the window that reading joined (None: it was late)."""
+        stats = [window.measures.get(name) if window else None for name in measures]
+        start = window.start_ms if window else event_ms
+        return cls(
+            measures,
+            np.array([window is not None]),
+            np.array([start], dtype=np.int64),
+            np.array([window.end_ms if window else event_ms], dtype=np.int64),
+            np.array([[s.total if s else (0.0 if window else np.nan) for s in stats]]),
+            np.array([[s.count if s else 0 for s in stats]], dtype=np.int64),
+        )
+
+    def total(self, measure: str) -> np.ndarray:
+        """The window's sum of `measure` so far (0 with no value yet); NaN for a late reading."""
+        return self.totals[:, self.measures.index(measure)]
+
+    def mean(self, measure: str) -> np.ndarray:
+        """The window's mean of `measure` so far; NaN for a late reading or no value yet."""
+        column = self.measures.index(measure)
+        counts = self.counts[:, column]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, self.totals[:, column] / counts, np.nan)
+
+
 class TumblingWindows:
-    """Open windows per sensor; `add` returns the window an event joined, or None if late."""
+    """Open windows per sensor; `add_batch` places a batch of one source in them."""
 
     def __init__(self, size_s: float = 60.0, allowed_lateness_s: float = 30.0) -> None:
         self.size_ms = int(size_s * 1000)
@@ -92,17 +140,64 @@ class TumblingWindows:
         event_ms: int,
         values: dict[str, float | None],
     ) -> Window | None:
-        start = event_ms - event_ms % self.size_ms
-        if start + self.size_ms <= self.watermark_ms(source):
-            self.late_events += 1
-            return None
-        self._max_event_ms[source] = max(self._max_event_ms.get(source, NO_EVENT_MS), event_ms)
-        entry = self._open.get((sensor_id, start))
-        if entry is None:
-            entry = (source, Window(sensor_id, sensor_type, start, start + self.size_ms))
-            self._open[(sensor_id, start)] = entry
-        entry[1].add(values)
-        return entry[1]
+        """One event: the window it joined, or None if late (a batch of one)."""
+        reading = {"sensor_id": sensor_id, **values}
+        readings = Readings.from_rows(sensor_type, [reading], [event_ms])
+        view = self.add_batch(source, readings, tuple(values))
+        return self._open[(sensor_id, int(view.start_ms[0]))][1] if view.joined[0] else None
+
+    def add_batch(
+        self, source: object, readings: Readings, measures: tuple[str, ...]
+    ) -> WindowView:
+        """Add a batch's readings (offset order) to their windows; late ones join none.
+
+        A reading is late when its window ended at or before the watermark as it stood just
+        before the reading: the largest earlier event time of the source minus the lateness.
+        """
+        event = readings.event_ms
+        start = event - event % self.size_ms
+        before = self._max_event_ms.get(source, NO_EVENT_MS)
+        seen = np.full(readings.size, before, dtype=np.int64)
+        if readings.size:
+            running = np.maximum.accumulate(event)
+            np.maximum(seen[1:], running[:-1], out=seen[1:])
+            self._max_event_ms[source] = max(before, int(running[-1]))
+        joined = start + self.size_ms > seen - self.lateness_ms
+        self.late_events += int(readings.size - joined.sum())
+        values = np.column_stack([readings.numbers(name) for name in measures])
+        rows = np.flatnonzero(joined)
+        totals = np.full(values.shape, np.nan)
+        counts = np.zeros(values.shape, dtype=np.int64)
+        if len(rows):
+            windows, group = self._windows_of(source, readings, start, rows)
+            exact = [int if readings.is_integer(name) else float for name in measures]
+            totals[rows], counts[rows] = _running_sums(
+                windows, group, values[rows], measures, exact
+            )
+        return WindowView(measures, joined, start, start + self.size_ms, totals, counts)
+
+    def _windows_of(
+        self, source: object, readings: Readings, start: np.ndarray, rows: np.ndarray
+    ) -> tuple[list[Window], np.ndarray]:
+        """The open window of each (sensor, start) among `rows` (opened when new), and per
+        row the index of its window in that list."""
+        first = int(start[rows].min())
+        slot = (start[rows] - first) // self.size_ms
+        slots = int(slot.max()) + 1
+        keys, group = np.unique(readings.sensor[rows] * slots + slot, return_inverse=True)
+        windows = []
+        for key in keys.tolist():
+            sensor, index = divmod(key, slots)
+            sensor_id = readings.sensor_ids[sensor]
+            window_start = first + index * self.size_ms
+            entry = self._open.get((sensor_id, window_start))
+            if entry is None:
+                window = Window(
+                    sensor_id, readings.sensor_type, window_start, window_start + self.size_ms
+                )
+                entry = self._open[(sensor_id, window_start)] = (source, window)
+            windows.append(entry[1])
+        return windows, group
 
     def close_ready(self) -> list[Window]:
         """Remove and return the windows whose end is at or before their source's watermark."""
@@ -116,3 +211,61 @@ class TumblingWindows:
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+
+def _running_sums(
+    windows: list[Window],
+    group: np.ndarray,
+    values: np.ndarray,
+    measures: tuple[str, ...],
+    exact: list[type],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add rows (offset order, NaN: no value) to their windows; returns per row each
+    measure's window sum and count right after that row. `exact` converts a measure's
+    min and max back to the type the readings carry (a vehicle count stays an integer).
+
+    Sums run one row at a time in offset order, the k-th rows of all windows together, so
+    floating-point totals are exactly those of adding the readings one by one.
+    """
+    present = ~np.isnan(values)
+    addend = np.where(present, values, 0.0)
+    by_window = np.argsort(group, kind="stable")
+    firsts = np.searchsorted(group[by_window], np.arange(len(windows)))
+    rank = np.empty(len(group), dtype=np.int64)
+    rank[by_window] = np.arange(len(group)) - firsts[group[by_window]]
+    by_rank = np.argsort(rank, kind="stable")
+    rank_bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
+    total = np.array(
+        [[w.measures[m].total if m in w.measures else 0.0 for m in measures] for w in windows]
+    )
+    count = np.array(
+        [[w.measures[m].count if m in w.measures else 0 for m in measures] for w in windows],
+        dtype=np.int64,
+    )
+    row_total = np.empty(values.shape)
+    row_count = np.empty(values.shape, dtype=np.int64)
+    for low, high in zip(rank_bounds[:-1].tolist(), rank_bounds[1:].tolist(), strict=True):
+        at = by_rank[low:high]
+        window = group[at]
+        total[window] += addend[at]
+        count[window] += present[at]
+        row_total[at] = total[window]
+        row_count[at] = count[window]
+    grouped = values[by_window]
+    low = np.fmin.reduceat(grouped, firsts, axis=0)
+    high = np.fmax.reduceat(grouped, firsts, axis=0)
+    first_seen = np.minimum.reduceat(
+        np.where(present[by_window], rank[by_window][:, None], len(group)), firsts, axis=0
+    )
+    sizes = np.diff(np.append(firsts, len(group))).tolist()
+    for index, window in enumerate(windows):
+        window.count += sizes[index]
+        for column in np.argsort(first_seen[index], kind="stable").tolist():
+            if count[index, column]:
+                stats = window.measures.setdefault(measures[column], MeasureStats())
+                stats.count = int(count[index, column])
+                stats.total = float(total[index, column])
+                as_read = exact[column]
+                stats.low = min(stats.low, as_read(low[index, column]))
+                stats.high = max(stats.high, as_read(high[index, column]))
+    return row_total, row_count

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pyarrow as pa
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -39,6 +38,7 @@ from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream import metrics
+from smartcity_stream.columns import Readings
 from smartcity_stream.landing import (
     LandingFile,
     anomaly_files,
@@ -46,10 +46,10 @@ from smartcity_stream.landing import (
     rows_to_table,
     write_files,
 )
-from smartcity_stream.live import LiveState
+from smartcity_stream.live import LiveState, latest_per_sensor
 from smartcity_stream.progress import PartitionProgress, load_progress, save_progress
-from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
-from smartcity_stream.windows import TumblingWindows
+from smartcity_stream.rules import MEASURES, Finding, RuleConfig, RuleEngine
+from smartcity_stream.windows import TumblingWindows, WindowView
 
 log = logging.getLogger("smartcity.stream")
 
@@ -94,6 +94,10 @@ class WorkerTotals:
     batches: int = 0
     files: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # perf_counter when the first batch arrived and when the last one was committed: the
+    # span a throughput figure divides by (start-up and the idle wait at the end excluded).
+    first_batch_at: float | None = None
+    last_batch_at: float | None = None
 
 
 class DeliveryFailed(RuntimeError):
@@ -168,6 +172,8 @@ class StreamWorker:
                 )
                 if messages:
                     self._last_message_at = time.monotonic()
+                    if self.totals.first_batch_at is None:
+                        self.totals.first_batch_at = time.perf_counter()
                     self.process(messages)
                 elif self.held:
                     self.process([], release_held=True)
@@ -279,7 +285,8 @@ class StreamWorker:
             self._durably(lambda progress=progress: save_progress(self.lake, progress))
             self.totals.files += len(plan.files)
         self.totals.batches += 1
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        self.totals.last_batch_at = time.perf_counter()
+        metrics.BATCH_SECONDS.observe(self.totals.last_batch_at - started)
 
     def _segments(
         self, messages: list[Message], release_held: bool
@@ -315,21 +322,21 @@ class StreamWorker:
     def _prepare(self, tp: TopicPartitionKey, batch: list[Message]) -> SegmentPlan:
         """Check each message, run windows and rules; returns the files to land."""
         sensor_type = self.topic_types[tp[0]]
+        decode, sensors, partition = self.decoder.decode, self.sensors, tp[1]
         rows: list[dict[str, Any]] = []
         for message in batch:
-            raw = message.value() or b""
             try:
-                reading = self.decoder.decode(raw)
+                reading = decode(message.value() or b"")
             except ContractError as error:
                 self._dead_letter(message, error.reason, str(error))
                 continue
             if reading["sensor_type"] != sensor_type:
                 self._dead_letter(message, "wrong_topic", f"{reading['sensor_type']} on {tp[0]}")
                 continue
-            if reading["sensor_id"] not in self.sensors:
+            if reading["sensor_id"] not in sensors:
                 self._dead_letter(message, "unknown_sensor", f"{reading['sensor_id']} unknown")
                 continue
-            reading["kafka_partition"] = tp[1]
+            reading["kafka_partition"] = partition
             reading["kafka_offset"] = message.offset()
             rows.append(reading)
         self.totals.consumed += len(batch)
@@ -337,8 +344,7 @@ class StreamWorker:
         if not rows:
             return SegmentPlan([], [], None)
         table = rows_to_table(sensor_type, rows)
-        event_ms = table.column("event_time").cast(pa.int64()).to_pylist()
-        anomalies = self._detect(tp, rows, event_ms)
+        anomalies = self._detect(tp, Readings.from_table(sensor_type, table, rows))
         self.totals.landed += len(rows)
         metrics.LANDED.labels(sensor_type).inc(len(rows))
         watermark = _iso(max(self.windows.watermark_ms(tp), 0))
@@ -349,22 +355,19 @@ class StreamWorker:
             watermark,
         )
 
-    def _detect(
-        self, tp: TopicPartitionKey, rows: list[dict[str, Any]], event_ms: list[int]
-    ) -> list[dict[str, Any]]:
+    def _detect(self, tp: TopicPartitionKey, readings: Readings) -> list[dict[str, Any]]:
+        """Windows and rules over the segment at once; live state from each sensor's last."""
         late_before = self.windows.late_events
-        latest = []
-        anomalies = []
-        for reading, millis in zip(rows, event_ms, strict=True):
-            values = {name: reading.get(name) for name in MEASURES[reading["sensor_type"]]}
-            window = self.windows.add(
-                tp, reading["sensor_id"], reading["sensor_type"], millis, values
-            )
-            for finding in self.rules.evaluate(reading, millis, window):
-                anomalies.append(self._anomaly(reading, millis, window, finding))
-            latest.append({**reading, "event_time": millis})
-        self.live.update_latest(latest)
-        metrics.record_congestion(rows, self.sensors)
+        window = self.windows.add_batch(tp, readings, MEASURES[readings.sensor_type])
+        anomalies = [
+            self._anomaly(readings, row, window, finding)
+            for row, finding in self.rules.evaluate_batch(readings, window)
+        ]
+        self.live.update_latest(latest_per_sensor(readings))
+        last = [readings.rows[row] for row in readings.groups.last_rows().tolist()]
+        metrics.record_congestion(
+            {row["sensor_id"]: row.get("congestion_level") for row in last}, self.sensors
+        )
         for closed in self.windows.close_ready():
             self.live.add_window(closed.as_row())
         late = self.windows.late_events - late_before
@@ -376,10 +379,13 @@ class StreamWorker:
         return anomalies
 
     def _anomaly(
-        self, reading: dict[str, Any], event_ms: int, window: Any, finding: Any
+        self, readings: Readings, row: int, window: WindowView, finding: Finding
     ) -> dict[str, Any]:
-        start = window.start_ms if window else event_ms
-        end = window.end_ms if window else event_ms
+        reading = readings.rows[row]
+        event_ms = int(readings.event_ms[row])
+        joined = bool(window.joined[row])
+        start = int(window.start_ms[row]) if joined else event_ms
+        end = int(window.end_ms[row]) if joined else event_ms
         detected_ms = int(time.time() * 1000)
         anomaly = {
             "anomaly_id": uuid.uuid5(

@@ -1,0 +1,219 @@
+"""Batch (columnar) windows and rules against simple references, without any service."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.faults import FaultConfig
+from simulator.registry import build_registry, registry_table
+from simulator.simulation import Simulation, SimulationConfig
+from smartcity.contract import ContractError, ReadingDecoder
+from smartcity_stream.columns import Readings, SensorGroups
+from smartcity_stream.landing import rows_to_table, split_by_hour
+from smartcity_stream.live import latest_per_sensor
+from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
+from smartcity_stream.sensors import sensors_by_id
+from smartcity_stream.windows import TumblingWindows, Window
+
+T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
+SOURCE = {"A": "p0", "B": "p0", "C": "p1"}
+
+
+def reference_windows(
+    events: list[tuple[str, int, float | None]], size_ms: int, lateness_ms: int
+) -> tuple[list[tuple[bool, float, int]], dict[tuple[str, int], dict[str, object]]]:
+    """Per event (joined, window sum so far, count of values so far) and every window's
+    stats, one event at a time in plain Python."""
+    max_seen: dict[str, int] = {}
+    windows: dict[tuple[str, int], list[float]] = {}
+    sizes: dict[tuple[str, int], int] = {}
+    per_event = []
+    for sensor, event_ms, value in events:
+        source = SOURCE[sensor]
+        start = event_ms - event_ms % size_ms
+        if start + size_ms <= max_seen.get(source, -(2**62)) - lateness_ms:
+            per_event.append((False, math.nan, 0))
+            continue
+        max_seen[source] = max(max_seen.get(source, -(2**62)), event_ms)
+        present = windows.setdefault((sensor, start), [])
+        sizes[(sensor, start)] = sizes.get((sensor, start), 0) + 1
+        if value is not None:
+            present.append(value)
+        per_event.append((True, _sum(present), len(present)))
+    stats: dict[tuple[str, int], dict[str, object]] = {}
+    for key, present in windows.items():
+        stats[key] = {"count": sizes[key], "n": len(present)}
+        if present:
+            mean = _sum(present) / len(present)
+            stats[key].update(low=min(present), mean=mean, high=max(present))
+    return per_event, stats
+
+
+def _sum(values: list[float]) -> float:
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from(sorted(SOURCE)),
+        st.integers(0, 400_000),
+        st.one_of(st.none(), st.floats(-50, 50, allow_nan=False)),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events, st.lists(st.integers(1, 60), max_size=6))
+def test_batch_windows_match_one_event_at_a_time(
+    drawn: list[tuple[str, int, float | None]], cuts: list[int]
+) -> None:
+    """Batches cut anywhere, per source, give each event and each window what adding the
+    events one at a time gives (sums to the bit)."""
+    bounds = sorted({0, len(drawn), *(c for c in cuts if c < len(drawn))})
+    batches = [
+        (source, part)
+        for low, high in pairwise(bounds)
+        for source in ("p0", "p1")
+        if (part := [(s, T0 + o, v) for s, o, v in drawn[low:high] if SOURCE[s] == source])
+    ]
+    expected, expected_stats = reference_windows(
+        [event for _, part in batches for event in part], 60_000, 30_000
+    )
+    windows = TumblingWindows(size_s=60, allowed_lateness_s=30)
+    got: list[tuple[bool, float, int]] = []
+    seen: dict[tuple[str, int], Window] = {}
+    for source, part in batches:
+        rows = [{"sensor_id": sensor, "v": value} for sensor, _, value in part]
+        readings = Readings.from_rows("traffic", rows, [event_ms for _, event_ms, _ in part])
+        view = windows.add_batch(source, readings, ("v",))
+        for row in range(len(part)):
+            joined = bool(view.joined[row])
+            count = int(view.counts[row, 0]) if joined else 0
+            got.append((joined, float(view.total("v")[row]) if joined else math.nan, count))
+        seen.update({(w.sensor_id, w.start_ms): w for w in windows.close_ready()})
+    seen.update({(w.sensor_id, w.start_ms): w for _, w in windows._open.values()})
+    assert [(joined, count) for joined, _, count in got] == [(j, c) for j, _, c in expected]
+    for (joined, total, _), (_, want, _) in zip(got, expected, strict=True):
+        assert not joined or total == want
+    assert set(seen) == set(expected_stats)
+    for key, window in seen.items():
+        want = expected_stats[key]
+        stats = window.measures.get("v")
+        assert (window.count, stats.count if stats else 0) == (want["count"], want["n"])
+        if stats:
+            assert (stats.low, stats.mean, stats.high) == (want["low"], want["mean"], want["high"])
+
+
+def simulated(steps: int, interval_ms: int) -> dict[str, list[dict[str, object]]]:
+    """Decoded valid readings per type: planted anomalies, duplicates, late and out of order."""
+    config = SimulationConfig(
+        start_ms=T0,
+        interval_ms=interval_ms,
+        faults=FaultConfig.parse("duplicate=0.01,late=0.01,out_of_order=0.01,malformed=0.002"),
+        anomaly_rate_per_hour=2.0,
+    )
+    simulation = Simulation(build_registry(), config)
+    decoder = ReadingDecoder()
+    readings: dict[str, list[dict[str, object]]] = {t: [] for t in MEASURES}
+    for _ in range(steps):
+        for batch in simulation.next_step():
+            for offset, (_, value, _, _) in enumerate(batch.messages):
+                try:
+                    reading = decoder.decode(value)
+                except ContractError:
+                    continue
+                reading.update(kafka_partition=0, kafka_offset=offset)
+                readings[batch.sensor_type].append(reading)
+    return readings
+
+
+def test_batch_rules_match_one_reading_at_a_time() -> None:
+    """Every rule, run over batches of hundreds, finds what it finds one reading at a time:
+    the same anomalies with the same values, windows and severities."""
+    sensors = sensors_by_id(registry_table(build_registry()))
+    # Thresholds lowered so that every kind fires within the simulated quarter hour.
+    config = RuleConfig(
+        stuck_for_s=60, zscore_warmup=20, zscore_threshold=3, energy_baseline_warmup=10
+    )
+    kinds: set[str] = set()
+    for sensor_type, rows in simulated(steps=90, interval_ms=10_000).items():
+        single, batched = [], []
+        windows, engine = TumblingWindows(), RuleEngine(config, sensors)
+        event_ms = rows_to_table(sensor_type, rows).column("event_time").cast(pa.int64())
+        for reading, millis in zip(rows, event_ms.to_pylist(), strict=True):
+            values = {name: reading[name] for name in MEASURES[sensor_type]}
+            window = windows.add("p0", reading["sensor_id"], sensor_type, millis, values)
+            start = window.start_ms if window else millis
+            for finding in engine.evaluate(reading, millis, window):
+                single.append((reading["seq"], reading["sensor_id"], start, _key(finding)))
+        windows, engine = TumblingWindows(), RuleEngine(config, sensors)
+        for low in range(0, len(rows), 700):
+            chunk = rows[low : low + 700]
+            readings = Readings.from_table(sensor_type, rows_to_table(sensor_type, chunk), chunk)
+            view = windows.add_batch("p0", readings, MEASURES[sensor_type])
+            for row, finding in engine.evaluate_batch(readings, view):
+                start = int(view.start_ms[row] if view.joined[row] else readings.event_ms[row])
+                reading = chunk[row]
+                batched.append((reading["seq"], reading["sensor_id"], start, _key(finding)))
+        assert batched == single, sensor_type
+        kinds.update(kind for *_, (kind, _, _) in single)
+    assert kinds >= {
+        "severe_congestion",
+        "high_volume",
+        "speed_anomaly",
+        "stuck_sensor",
+        "zscore_outlier",
+        "energy_spike",
+        "temperature_out_of_range",
+    }, kinds
+
+
+def _key(finding: object) -> tuple[str, str, bytes]:
+    return finding.kind, finding.severity, orjson.dumps(finding.values)
+
+
+def test_sensor_groups_previous_and_last() -> None:
+    groups = SensorGroups(np.array([1, 0, 1, 1, 0]), 2)
+    previous = groups.previous(np.array([10.0, 20.0, 11.0, 12.0, 21.0]), np.array([5.0, 6.0]))
+    assert previous.tolist() == [6.0, 5.0, 10.0, 11.0, 20.0]
+    assert groups.last_rows().tolist() == [4, 3]
+    assert groups.rows(1).tolist() == [0, 2, 3]
+
+
+def test_latest_keeps_the_highest_seq_and_the_last_of_equals() -> None:
+    rows = [
+        {"sensor_id": "A", "seq": 2, "n": 1},
+        {"sensor_id": "B", "seq": 1, "n": 2},
+        {"sensor_id": "A", "seq": 1, "n": 3},
+        {"sensor_id": "A", "seq": 2, "n": 4},
+    ]
+    readings = Readings.from_rows("traffic", rows, [T0, T0 + 1, T0 + 2, T0 + 3])
+    latest = {
+        row["sensor_id"]: (row["n"], row["event_time"]) for row in latest_per_sensor(readings)
+    }
+    assert latest == {"A": (4, T0 + 3), "B": (2, T0 + 1)}
+
+
+def test_split_by_hour_keeps_offset_order_within_each_hour() -> None:
+    hour = 3_600_000
+    times = [T0 + hour + 5, T0 + 7, T0 + hour + 1, T0 + 3]
+    table = pa.table(
+        {
+            "event_time": pa.array(times, pa.timestamp("ms", tz="UTC")),
+            "kafka_offset": pa.array([0, 1, 2, 3], pa.int64()),
+        }
+    )
+    groups = [(day, h, rows["kafka_offset"].to_pylist()) for day, h, rows in split_by_hour(table)]
+    assert groups == [("2026-11-27", 0, [1, 3]), ("2026-11-27", 1, [0, 2])]
