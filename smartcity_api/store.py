@@ -111,6 +111,7 @@ class LakeReader:
         self.settings = settings
         self.lake = lake or Lake.from_settings(settings)
         self._lock = threading.Lock()
+        self._flights: dict[Hashable, threading.Lock] = {}
         self._listings: TTLCache[str, Listing] = TTLCache(4096, LISTING_TTL_S)
         self._registry: TTLCache[str, Any] = TTLCache(2, REGISTRY_TTL_S)
         self._live: TTLCache[str, Any] = TTLCache(4, LIVE_TTL_S)
@@ -119,19 +120,29 @@ class LakeReader:
         self._kept: LRUCache[Hashable, Any] = LRUCache(settings.api_cache_mb * MB, _size)
 
     def memo(self, cache: Cache[Any, Any], key: Hashable, compute: Callable[[], T]) -> T:
-        """`cache[key]`, computed outside the lock on a miss (two racers compute twice).
-
-        A value larger than the whole cache is returned without being kept.
+        """`cache[key]`; on a miss one thread computes it while the others asking for the
+        same key wait for its result (at start-up every request would otherwise read the
+        same partition at once). A value larger than the whole cache is returned without
+        being kept.
         """
         with self._lock:
             if key in cache:
                 return cache[key]
-        if _MEMORY_ONLY.get():
-            raise WouldBlock(key)
-        value = compute()
-        with self._lock, contextlib.suppress(ValueError):
-            cache[key] = value
-        return value
+            if _MEMORY_ONLY.get():
+                raise WouldBlock(key)
+            flight = self._flights.setdefault(key, threading.Lock())
+        try:
+            with flight:
+                with self._lock:
+                    if key in cache:
+                        return cache[key]
+                value = compute()
+                with self._lock, contextlib.suppress(ValueError):
+                    cache[key] = value
+                return value
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
 
     def kept(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value read or rendered from files named (with their identity) in `key`."""
