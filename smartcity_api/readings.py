@@ -25,6 +25,7 @@ import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 
 import numpy as np
 import orjson
@@ -67,8 +68,9 @@ class Position:
         raise invalid("cursor", "not a cursor returned by this API (pass next_cursor as is)")
 
 
-def reading_columns(sensor_type: str) -> list[str]:
-    return [f.name for f in landing_schema(sensor_type) if f.name not in KAFKA_COLUMNS]
+@cache
+def reading_columns(sensor_type: str) -> tuple[str, ...]:
+    return tuple(f.name for f in landing_schema(sensor_type) if f.name not in KAFKA_COLUMNS)
 
 
 def _timestamp(value: datetime) -> pa.Scalar:
@@ -174,7 +176,7 @@ class History:
         self.reader = reader
         self.sensor_type = sensor_type
         self.sensor_id = sensor_id
-        self.columns = reading_columns(sensor_type)
+        self.columns = list(reading_columns(sensor_type))
         self.landed_columns = [*self.columns, "kafka_offset"]
 
     def _clean(self, partition: Partition) -> SensorRows:

@@ -41,7 +41,7 @@ def rendered_response(body: bytes) -> Response:
 
 def with_items(fields: dict[str, Any], items: list[bytes]) -> bytes:
     """`fields` plus `"items": [...]` from items rendered one by one beforehand."""
-    return render(fields)[:-1] + b',"items":[' + b",".join(items) + b"]}"
+    return b"".join((render(fields)[:-1], b',"items":[', b",".join(items), b"]}"))
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
