@@ -36,7 +36,7 @@ import pyarrow.dataset as ds
 from smartcity_api.catalog import clean_table
 from smartcity_api.errors import invalid
 from smartcity_api.models import KAFKA_COLUMNS
-from smartcity_api.responses import JSON_OPTIONS
+from smartcity_api.responses import render_rows
 from smartcity_api.store import LakeReader, Partition, StoredFile
 from smartcity_stream.landing import EVENT_TIME, landing_schema
 
@@ -165,8 +165,7 @@ def _render(table: pa.Table) -> Block:
     table = table.sort_by([("event_time", "ascending"), ("seq", "ascending")])
     times = table.column("event_time").cast(pa.int64()).to_numpy()
     seqs = table.column("seq").to_numpy()
-    items = [orjson.dumps(row, option=JSON_OPTIONS) for row in table.to_pylist()]
-    return Block(times, seqs, items)
+    return Block(times, seqs, render_rows(table))
 
 
 class History:

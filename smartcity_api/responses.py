@@ -11,10 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi.responses import JSONResponse, Response
 
 from smartcity_api.models import ErrorResponse
 
+RFC3339_Z = "%Y-%m-%dT%H:%M:%SZ"
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -27,6 +30,26 @@ def json_response(
     content: Any, status_code: int = 200, headers: dict[str, str] | None = None
 ) -> OrjsonResponse:
     return OrjsonResponse(content, status_code=status_code, headers=headers)
+
+
+def rfc3339_text(times: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps as the text orjson writes for them (whole seconds bare, others with
+    microseconds, `Z`), computed in Arrow: making a Python datetime per row first is most of
+    the cost of rendering rows."""
+    whole = pc.equal(pc.floor_temporal(times, unit="second"), times)
+    seconds = pc.cast(times, pa.timestamp("s", "UTC"), safe=False)
+    micros = pc.cast(times, pa.timestamp("us", "UTC"))
+    return pc.if_else(
+        whole, pc.strftime(seconds, format=RFC3339_Z), pc.strftime(micros, format=RFC3339_Z)
+    )
+
+
+def render_rows(table: pa.Table) -> list[bytes]:
+    """Each row of `table` as the JSON object `render` would make of it."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz in ("UTC", "+00:00"):
+            table = table.set_column(index, field.name, rfc3339_text(table.column(index)))
+    return [orjson.dumps(row, option=JSON_OPTIONS) for row in table.to_pylist()]
 
 
 def render(content: Any) -> bytes:

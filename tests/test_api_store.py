@@ -1,4 +1,5 @@
-"""The API's caches: one computation per key under concurrent misses, memory-only answers."""
+"""The API's caches (one computation per key under concurrent misses, memory-only answers)
+and its row rendering."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smartcity.settings import Settings
+from smartcity_api.responses import render, render_rows
 from smartcity_api.store import LakeReader, WouldBlock, memory_only
 
 
@@ -51,3 +56,18 @@ def test_a_value_larger_than_the_budget_is_served_not_kept(tmp_path: Path) -> No
     assert lake.kept("huge", lambda: huge) is huge
     with memory_only(), pytest.raises(WouldBlock):
         lake.kept("huge", lambda: huge)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(10**12), 4 * 10**12), min_size=1, max_size=50),
+    st.sampled_from(["ms", "us"]),
+)
+def test_rows_render_as_orjson_renders_them(instants: list[int], unit: str) -> None:
+    table = pa.table(
+        {
+            "event_time": pa.array(instants, pa.timestamp(unit, "UTC")),
+            "value": pa.array([i / 7 if i % 3 else float("nan") for i in instants]),
+        }
+    )
+    assert render_rows(table) == [render(row) for row in table.to_pylist()]

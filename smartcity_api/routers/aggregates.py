@@ -20,7 +20,12 @@ from smartcity_api.params import (
     SensorTypeRequired,
     known_sensor,
 )
-from smartcity_api.responses import error_responses, render, rendered_response
+from smartcity_api.responses import (
+    error_responses,
+    render_rows,
+    rendered_response,
+    with_items,
+)
 from smartcity_api.serving import answer
 from smartcity_api.store import LakeReader, Partition
 
@@ -89,12 +94,10 @@ def _render(reader: LakeReader, partition: Partition, query: AggregatesQuery) ->
     if query.sensor_id is not None:
         where &= ds.field("sensor_id") == query.sensor_id
     rows = reader.scan(list(partition), columns=None, where=where).sort_by(ROW_ORDER)
-    return render(
-        {
-            "table": query.table,
-            "date": query.date.isoformat(),
-            "granularity": query.granularity,
-            "items": rows.to_pylist(),
-            "count": rows.num_rows,
-        }
-    )
+    fields = {
+        "table": query.table,
+        "date": query.date.isoformat(),
+        "granularity": query.granularity,
+        "count": rows.num_rows,
+    }
+    return with_items(fields, render_rows(rows))
