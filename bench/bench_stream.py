@@ -47,10 +47,12 @@ def preload(settings: Settings, messages: int) -> int:
     return producer.acknowledged
 
 
-def worker_rate(settings: Settings, lake: Path) -> tuple[int, float, float]:
+def worker_rate(settings: Settings, lake: Path, batch_size: int) -> tuple[int, float, float]:
     """Messages, seconds from first batch to last commit, and seconds of the whole run
     (start-up and group join included, the idle wait at the end not)."""
-    options = WorkerOptions(until_idle_s=IDLE_S, group_id=f"bench-{uuid.uuid4().hex[:6]}")
+    options = WorkerOptions(
+        batch_size=batch_size, until_idle_s=IDLE_S, group_id=f"bench-{uuid.uuid4().hex[:6]}"
+    )
     local = settings.model_copy(update={"lake_uri": lake.as_uri()})
     worker = StreamWorker(local, sensors_by_id(registry_table(build_registry())), options)
     started = time.perf_counter()
@@ -152,11 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=500_000)
     parser.add_argument("--live-seconds", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=WorkerOptions.batch_size)
     args = parser.parse_args(argv)
     with broker() as settings, tempfile.TemporaryDirectory(prefix="smartcity-lake-") as lake:
         topics = fresh_topics(settings)
         loaded = preload(topics, args.messages)
-        worker_n, worker_s, whole_s = worker_rate(topics, Path(lake))
+        worker_n, worker_s, whole_s = worker_rate(topics, Path(lake), args.batch_size)
         bare_n, bare_s = bare_rate(topics, loaded)
         latencies = live_latency(fresh_topics(settings), Path(lake) / "live", args.live_seconds)
     worker, bare = worker_n / worker_s, bare_n / bare_s

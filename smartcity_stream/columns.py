@@ -9,6 +9,7 @@ baselines) loop, per sensor, over plain floats.
 from __future__ import annotations
 
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,7 @@ class SensorGroups:
     """
 
     def __init__(self, sensor: np.ndarray, sensors: int) -> None:
+        self._sensor = sensor
         self.order = np.argsort(sensor, kind="stable")
         self.sorted_sensor = sensor[self.order]
         self.first = np.ones(len(sensor), dtype=bool)
@@ -126,9 +128,16 @@ class SensorGroups:
         result[self.order] = shifted
         return result
 
-    def rows(self, sensor: int) -> np.ndarray:
-        """Sensor k's rows in offset order."""
-        return self.order[self.bounds[sensor] : self.bounds[sensor + 1]]
+    def lists(
+        self, values: np.ndarray, where: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[list[Any]]]:
+        """For rules that step through a sensor's readings one by one: per sensor its
+        values (of the rows `where` holds) in offset order as a plain list, and the rows
+        those lists hold, concatenated in the same order."""
+        order = self.order if where is None else self.order[where[self.order]]
+        edges = np.searchsorted(self._sensor[order], np.arange(len(self.bounds))).tolist()
+        flat = values[order].tolist()
+        return order, [flat[start:end] for start, end in pairwise(edges)]
 
     def last_rows(self) -> np.ndarray:
         """Per sensor, its last row."""

@@ -88,15 +88,32 @@ class Running:
     variance: float = 0.0
     count: int = 0
 
-    def learn(self, values: Iterable[float]) -> tuple[list[float], list[float]]:
+    def learn(
+        self, values: Iterable[float], reject_above: float | None = None, warmup: int = 0
+    ) -> tuple[list[float], list[float], list[int]]:
         """Take `values` in turn; returns per value its z-score against the state before
-        it and the mean after it. A plain running mean until 1/count falls below alpha: no
-        bias towards the start. One tight loop over plain floats, state in locals."""
+        it and the mean after it, and the positions of the values rejected: with
+        `reject_above`, a value above that multiple of the mean (once `warmup` values are
+        learnt) is an outlier and not learnt, so a spike does not raise its own baseline.
+
+        A plain running mean until 1/count falls below alpha: no bias towards the start.
+        One tight loop over plain floats, state in locals.
+        """
         alpha, mean, variance, count = self.alpha, self.mean, self.variance, self.count
-        scores, means = [], []
-        for value in values:
+        scores: list[float] = []
+        means: list[float] = []
+        rejected: list[int] = []
+        for position, value in enumerate(values):
             spread = math.sqrt(variance)
             scores.append((value - mean) / spread if spread > 1e-9 else 0.0)
+            if (
+                reject_above is not None
+                and count >= warmup
+                and value > reject_above * max(mean, 1e-3)
+            ):
+                rejected.append(position)
+                means.append(mean)
+                continue
             count += 1
             rate = max(alpha, 1 / count)
             delta = value - mean
@@ -104,7 +121,7 @@ class Running:
             variance = (1 - rate) * (variance + rate * delta * delta)
             means.append(mean)
         self.mean, self.variance, self.count = mean, variance, count
-        return scores, means
+        return scores, means, rejected
 
 
 @dataclass
@@ -256,29 +273,30 @@ class RuleEngine:
         count = readings.numbers("vehicle_count")
         interval = readings.numbers("interval_s")
         interval = np.where(np.isnan(interval) | (interval == 0), 1.0, interval)
-        for index, memory in enumerate(batch.memories):
-            rows = batch.readings.groups.rows(index)
-            rows = rows[flowing[rows]]
-            if not len(rows):
+        rows, per_sensor = readings.groups.lists(count, where=flowing)
+        means: list[float] = []
+        learnt: list[int] = []
+        first_interval = interval[rows].tolist()
+        for memory, counts in zip(batch.memories, per_sensor, strict=True):
+            if not counts:
                 continue
-            capacity = self.sensors.get(readings.sensor_ids[index], {}).get("capacity_vph")
-            intervals = interval[rows]
-            recent = memory.baseline or Running(
-                1 - math.exp(-float(intervals[0]) / c.flow_recent_s)
-            )
-            memory.baseline = recent
-            learnt_before = recent.count
-            _, means = recent.learn(count[rows].tolist())
-            if not capacity:
-                continue
-            limit = c.high_volume_capacity_factor * capacity
-            flow = np.array(means) * 3600 / intervals
-            learnt = learnt_before + np.arange(1, len(rows) + 1)
-            high = (learnt * intervals >= c.flow_recent_s) & (flow > limit)
-            for at in np.flatnonzero(high).tolist():
-                values = {"recent_flow_vph": round(float(flow[at])), "threshold_vph": round(limit)}
-                finding = Finding("high_volume", _severity(float(flow[at]) / limit), values)
-                batch.add(1, int(rows[at]), finding)
+            alpha = 1 - math.exp(-first_interval[len(means)] / c.flow_recent_s)
+            recent = memory.baseline = memory.baseline or Running(alpha)
+            learnt += range(recent.count + 1, recent.count + 1 + len(counts))
+            means += recent.learn(counts)[1]
+        intervals = interval[rows]
+        flow = np.array(means, dtype=np.float64) * 3600 / intervals
+        limit = c.high_volume_capacity_factor * self._per_sensor(readings, "capacity_vph", 0.0)
+        high = (
+            (np.array(learnt, dtype=np.int64) * intervals >= c.flow_recent_s)
+            & (limit[rows] > 0)
+            & (flow > limit[rows])
+        )
+        for at in np.flatnonzero(high).tolist():
+            row_flow, row_limit = float(flow[at]), float(limit[rows[at]])
+            values = {"recent_flow_vph": round(row_flow), "threshold_vph": round(row_limit)}
+            finding = Finding("high_volume", _severity(row_flow / row_limit), values)
+            batch.add(1, int(rows[at]), finding)
 
     def _weather(self, batch: _Batch) -> None:
         c = self.config
@@ -310,24 +328,20 @@ class RuleEngine:
     def _energy(self, batch: _Batch) -> None:
         c = self.config
         readings = batch.readings
-        power = readings.numbers("power_kw")
-        for index, memory in enumerate(batch.memories):
-            rows = readings.groups.rows(index)
-            baseline = memory.baseline or Running(c.energy_baseline_alpha)
-            memory.baseline = baseline
-            for row, value in zip(rows.tolist(), power[rows].tolist(), strict=True):
-                reference = max(baseline.mean, 1e-3)
-                if baseline.count < c.energy_baseline_warmup or value <= (
-                    c.energy_spike_factor * reference
-                ):
-                    baseline.learn((value,))
-                    continue
-                ratio = value / reference / c.energy_spike_factor
-                values = {
-                    "power_kw": readings.rows[row]["power_kw"],
-                    "baseline_kw": round(baseline.mean, 3),
-                }
+        rows, per_sensor = readings.groups.lists(readings.numbers("power_kw"))
+        done = 0
+        for memory, powers in zip(batch.memories, per_sensor, strict=True):
+            baseline = memory.baseline = memory.baseline or Running(c.energy_baseline_alpha)
+            _, means, spikes = baseline.learn(
+                powers, c.energy_spike_factor, c.energy_baseline_warmup
+            )
+            for at in spikes:
+                row, reference = int(rows[done + at]), max(means[at], 1e-3)
+                power = readings.rows[row]["power_kw"]
+                values = {"power_kw": power, "baseline_kw": round(means[at], 3)}
+                ratio = power / reference / c.energy_spike_factor
                 batch.add(0, row, Finding("energy_spike", _severity(ratio), values))
+            done += len(powers)
         nominal = self._per_sensor(readings, "nominal_voltage_v", 230.0)
         deviation = np.abs(readings.numbers("voltage_v") - nominal) / nominal * 100
         for row in np.flatnonzero(deviation > c.voltage_tolerance_pct).tolist():
@@ -389,20 +403,20 @@ class RuleEngine:
         c = self.config
         readings = batch.readings
         measure = MAIN_MEASURE[readings.sensor_type]
-        main = readings.numbers(measure)
-        for index, memory in enumerate(batch.memories):
-            rows = readings.groups.rows(index)
-            stats = memory.stats or Running(c.zscore_alpha)
-            memory.stats = stats
+        rows, per_sensor = readings.groups.lists(readings.numbers(measure))
+        done = 0
+        for memory, values in zip(batch.memories, per_sensor, strict=True):
+            stats = memory.stats = memory.stats or Running(c.zscore_alpha)
             learnt_before = stats.count
-            scores, _ = stats.learn(main[rows].tolist())
+            scores = stats.learn(values)[0]
             for at, score in enumerate(scores):
                 if learnt_before + at + 1 > c.zscore_warmup and abs(score) > c.zscore_threshold:
-                    row = int(rows[at])
-                    values = {
+                    row = int(rows[done + at])
+                    found = {
                         "measure": measure,
                         "value": readings.rows[row][measure],
                         "zscore": round(score, 2),
                     }
                     severity = _severity(abs(score) / c.zscore_threshold)
-                    batch.add(ZSCORE_RANK, row, Finding("zscore_outlier", severity, values))
+                    batch.add(ZSCORE_RANK, row, Finding("zscore_outlier", severity, found))
+            done += len(values)

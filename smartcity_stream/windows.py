@@ -258,14 +258,23 @@ def _running_sums(
         np.where(present[by_window], rank[by_window][:, None], len(group)), firsts, axis=0
     )
     sizes = np.diff(np.append(firsts, len(group))).tolist()
-    for index, window in enumerate(windows):
-        window.count += sizes[index]
-        for column in np.argsort(first_seen[index], kind="stable").tolist():
-            if count[index, column]:
+    columns = range(len(measures))
+    for window, size, seen, counts, totals, lows, highs in zip(
+        windows,
+        sizes,
+        first_seen.tolist(),
+        count.tolist(),
+        total.tolist(),
+        low.tolist(),
+        high.tolist(),
+        strict=True,
+    ):
+        window.count += size
+        for column in sorted(columns, key=seen.__getitem__):
+            if counts[column]:
                 stats = window.measures.setdefault(measures[column], MeasureStats())
-                stats.count = int(count[index, column])
-                stats.total = float(total[index, column])
+                stats.count, stats.total = counts[column], totals[column]
                 as_read = exact[column]
-                stats.low = min(stats.low, as_read(low[index, column]))
-                stats.high = max(stats.high, as_read(high[index, column]))
+                stats.low = min(stats.low, as_read(lows[column]))
+                stats.high = max(stats.high, as_read(highs[column]))
     return row_total, row_count

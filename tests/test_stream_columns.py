@@ -184,12 +184,15 @@ def _key(finding: object) -> tuple[str, str, bytes]:
     return finding.kind, finding.severity, orjson.dumps(finding.values)
 
 
-def test_sensor_groups_previous_and_last() -> None:
+def test_sensor_groups_previous_last_and_lists() -> None:
     groups = SensorGroups(np.array([1, 0, 1, 1, 0]), 2)
     previous = groups.previous(np.array([10.0, 20.0, 11.0, 12.0, 21.0]), np.array([5.0, 6.0]))
     assert previous.tolist() == [6.0, 5.0, 10.0, 11.0, 20.0]
     assert groups.last_rows().tolist() == [4, 3]
-    assert groups.rows(1).tolist() == [0, 2, 3]
+    rows, lists = groups.lists(np.array([10.0, 20.0, 11.0, 12.0, 21.0]))
+    assert rows.tolist() == [1, 4, 0, 2, 3] and lists == [[20.0, 21.0], [10.0, 11.0, 12.0]]
+    rows, lists = groups.lists(np.arange(5), where=np.array([True, True, False, True, False]))
+    assert rows.tolist() == [1, 0, 3] and lists == [[1], [0, 3]]
 
 
 def test_latest_keeps_the_highest_seq_and_the_last_of_equals() -> None:

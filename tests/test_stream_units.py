@@ -15,7 +15,7 @@ MINUTE = 60_000
 T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
 
 
-def traffic(seq: int, **values: object) -> dict[str, object]:
+def traffic(seq: float, **values: object) -> dict[str, object]:
     return {
         "schema_version": 1,
         "sensor_id": "TRAFFIC_0001",
@@ -207,3 +207,14 @@ def test_decoder_reasons() -> None:
         decoder.decode(orjson.dumps(traffic(1, occupancy_pct=101.0)))
     assert out_of_range.value.reason == "out_of_contract"
     assert "occupancy_pct" in str(out_of_range.value)
+
+
+def test_decoder_takes_an_integral_number_as_an_integer() -> None:
+    """The all-Rust translation rejects 7.0 for an integer; the full one decides it."""
+    decoder = ReadingDecoder()
+    reading = decoder.decode(orjson.dumps(traffic(3.0, vehicle_count=7.0)))
+    assert (reading["seq"], reading["vehicle_count"]) == (3, 7)
+    assert type(reading["seq"]) is int and type(reading["vehicle_count"]) is int
+    with pytest.raises(ContractError) as fraction:
+        decoder.decode(orjson.dumps(traffic(1, vehicle_count=7.5)))
+    assert fraction.value.reason == "out_of_contract" and "vehicle_count" in str(fraction.value)
