@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from smartcity_stream.landing import landing_files, rows_to_table, write_files
 
 DAY = "2026-11-27"
 HOUR_MS = 3_600_000
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "bench"
 
 
 def land_day(lake: Lake, interval_s: float) -> int:
@@ -55,6 +57,29 @@ def land_day(lake: Lake, interval_s: float) -> int:
     return total
 
 
+def landed_lake(lake: Lake, interval_s: float, fresh: bool) -> tuple[int, bool]:
+    """The day's landing in `lake`, simulated once per interval and then linked from a
+    user-level cache (landing 18.1 M readings takes minutes and is setup, not measured).
+
+    Returns the readings landed and whether they came from the cache.
+    """
+    cached = CACHE_DIR / f"batch-{DAY}-interval-{interval_s:g}"
+    done = cached / "readings"
+    if fresh or not done.exists():
+        shutil.rmtree(cached, ignore_errors=True)
+        rows = land_day(
+            Lake.from_settings(Settings(_env_file=None, lake_uri=cached.as_uri())), interval_s
+        )
+        done.write_text(str(rows))
+        hit = False
+    else:
+        hit = True
+    for sensor_type in SENSOR_TYPES:
+        folder = landing_dir(sensor_type, DAY)
+        shutil.copytree(cached / folder, lake.path(folder), copy_function=os.link)
+    return int(done.read_text()), hit
+
+
 def duckdb_reference(lake: Lake) -> float:
     """Dedup by (sensor_id, seq) and per-sensor daily aggregates, as DuckDB does them."""
     started = time.perf_counter()
@@ -80,6 +105,7 @@ def duckdb_reference(lake: Lake) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=1.0, help="reporting interval, s")
+    parser.add_argument("--fresh", action="store_true", help="simulate the day again")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="smartcity-batch-") as folder:
         settings = Settings(
@@ -92,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.pop("DAGSTER_HOME", None)
         lake = Lake.from_settings(settings)
         started = time.perf_counter()
-        rows = land_day(lake, args.interval)
-        print(f"landed {rows:,} readings in {time.perf_counter() - started:.1f} s")
+        rows, hit = landed_lake(lake, args.interval, args.fresh)
+        how = "linked from the cache" if hit else "landed"
+        print(f"{how}: {rows:,} readings in {time.perf_counter() - started:.1f} s")
         lake.write_parquet(registry_key(), registry_table())
         spark_s, per_asset = spark_pipeline()
         reference_s = duckdb_reference(lake)

@@ -4,17 +4,26 @@ counts that prove nothing was lost.
 Each check is a pure function returning an `AssetCheckResult`, run inside the asset's step
 (the asset declares them as `check_specs`), so a blocking failure stops the partition before
 anything downstream reads it.
+
+A day's clean table has up to tens of millions of rows, far too many for pandas; the checks
+read the profile Spark observed while writing it (`transforms/profile.py`). The Pandera
+schema's column checks (type, range, enum, pattern, nullability) hold for every row exactly
+when they hold for a witness frame made of each column's extremes and distinct values (and
+a null where the column has one), so Pandera validates that frame; the two checks across
+rows (a `(sensor_id, seq)` key once, meters never falling) are Spark's counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 
 from smartcity.contract import reading_schema
 
@@ -77,15 +86,15 @@ def _branch(sensor_type: str) -> tuple[dict[str, Any], set[str]]:
     return {**schema["properties"], **branch["properties"]}, set(branch["required"])
 
 
-def _monotonic_meters(frame: pd.DataFrame) -> pd.Series:
-    ordered = frame.sort_values(["sensor_id", "event_time", "seq"])
-    falling = ordered.groupby("sensor_id")["energy_kwh"].diff() < -1e-9
-    return ~falling.reindex(frame.index, fill_value=False)
+SEQUENCE_CHECKS = {
+    "duplicate_keys": "unique (sensor_id, seq)",
+    "meter_falls": "energy_kwh never falls",
+}
 
 
 @cache
 def clean_schema(sensor_type: str) -> pa.DataFrameSchema:
-    """The contract as a Pandera schema for one type's clean table."""
+    """The contract's column rules as a Pandera schema for one type's clean table."""
     properties, required = _branch(sensor_type)
     columns: dict[str, pa.Column] = {
         "sensor_id": pa.Column(str, pa.Check.str_matches(properties["sensor_id"]["pattern"])),
@@ -112,26 +121,66 @@ def clean_schema(sensor_type: str) -> pa.DataFrameSchema:
         kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
         dtype = {"integer": "int64", "number": float, "string": str}[kind]
         columns[name] = pa.Column(dtype, checks, nullable=name not in required or name in NULLABLE)
-    frame_checks = []
-    if sensor_type == "energy":
-        frame_checks.append(pa.Check(_monotonic_meters, name="energy_kwh never falls"))
-    return pa.DataFrameSchema(columns, checks=frame_checks, unique=["sensor_id", "seq"])
+    return pa.DataFrameSchema(columns)
 
 
-def contract_schema(frame: pd.DataFrame, sensor_type: str) -> dg.AssetCheckResult:
+def witness(profile: dict[str, Any], schema: pyarrow.Schema) -> pd.DataFrame:
+    """Every column's extremes (numbers, times) or distinct values (strings), and a null if
+    it has one, padded with its first value to one length: the rows a column check can fail
+    on.
+
+    PySpark hands timestamps over as naive local times; they are made UTC here."""
+    if not profile["rows"]:
+        return schema.empty_table().to_pandas()
+    values: dict[str, list[Any]] = {}
+    for name in schema.names:
+        found = [
+            profile.get(f"min:{name}"),
+            profile.get(f"max:{name}"),
+            *profile.get(f"values:{name}", []),
+        ]
+        found = [_utc(v) for v in found if v is not None]
+        values[name] = found + [None] * (profile[f"nulls:{name}"] > 0)
+    length = max(len(v) for v in values.values())
+    padded = {name: v + [v[0]] * (length - len(v)) for name, v in values.items()}
+    return pyarrow.table(padded, schema=schema).to_pandas()
+
+
+def _utc(value: Any) -> Any:
+    return value.astimezone(UTC) if isinstance(value, datetime) else value
+
+
+def _pandera_failures(frame: pd.DataFrame, sensor_type: str) -> pd.DataFrame:
     try:
         clean_schema(sensor_type).validate(frame, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-        counts = cases.groupby("check").size().sort_values(ascending=False)
-        return _result(
-            "contract_schema",
-            False,
-            failures=len(cases),
-            failures_by_check={str(k): int(v) for k, v in counts.items()},
-            sample=dg.MetadataValue.md(cases.head(SAMPLE).to_markdown(index=False)),
-        )
-    return _result("contract_schema", True, rows=len(frame))
+        return errors.failure_cases
+    return pd.DataFrame()
+
+
+def contract_schema(
+    profile: dict[str, Any], schema: pyarrow.Schema, sensor_type: str
+) -> dg.AssetCheckResult:
+    """Pandera on the witness of the table, and the sequence counts Spark observed."""
+    cases = _pandera_failures(witness(profile, schema), sensor_type)
+    failures = (
+        {str(k): int(v) for k, v in cases.groupby("check").size().items()} if len(cases) else {}
+    )
+    samples = {}
+    for metric, check in SEQUENCE_CHECKS.items():
+        if profile.get(metric):
+            failures[check] = int(profile[metric])
+            samples[check] = str(profile[f"sample:{metric}"])
+    if not failures:
+        return _result("contract_schema", True, rows=profile["rows"], witness_rows=len(cases))
+    metadata: dict[str, Any] = {
+        "failures": sum(failures.values()),
+        "failures_by_check": failures,
+        "sequence_samples": samples,
+    }
+    if len(cases):
+        metadata["sample"] = dg.MetadataValue.md(cases.head(SAMPLE).to_markdown(index=False))
+    return _result("contract_schema", False, **metadata)
 
 
 def no_loss(
@@ -149,10 +198,11 @@ def no_loss(
     )
 
 
-def null_rates(frame: pd.DataFrame) -> dg.AssetCheckResult:
+def null_rates(profile: dict[str, Any], columns: list[str]) -> dg.AssetCheckResult:
+    rows = profile["rows"]
     rates = {
-        column: float(frame[column].isna().mean()) if len(frame) else 0.0
-        for column in frame.columns
+        column: profile[f"nulls:{column}"] / rows if rows else 0.0
+        for column in columns
         if column not in NULLABLE
     }
     worst = max(rates.values(), default=0.0)
@@ -171,10 +221,10 @@ def duplicate_share(raw_rows: int, duplicates: int) -> dg.AssetCheckResult:
     )
 
 
-def freshness(frame: pd.DataFrame, day: str) -> dg.AssetCheckResult:
-    if frame.empty:
+def freshness(profile: dict[str, Any], day: str) -> dg.AssetCheckResult:
+    if not profile["rows"]:
         return _result("freshness", False, reason="no readings")
-    latest = frame["event_time"].max()
+    latest = pd.Timestamp(_utc(profile["max:event_time"]))
     last_hour = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=23)
     return _result("freshness", bool(latest >= last_hour), latest=str(latest))
 

@@ -1,8 +1,10 @@
 """Asset tables in the lake: one Parquet file per date partition, replaced whole.
 
-Spark writes a partition into a staging folder with a single task, then the one file is
-moved to `tables/<asset>/date=D/part-0.parquet`: readers (the API, DuckDB, the next asset)
-always see a complete file at a fixed key, and a re-run replaces it instead of adding.
+Spark writes a partition into a staging folder in parallel (one part file per task, no
+`coalesce(1)` that would squeeze the whole computation into one task), the parts are
+concatenated row group by row group into one file, and that file is moved to
+`tables/<asset>/date=D/part-0.parquet`: readers (the API, DuckDB, the next asset) always see
+a complete file at a fixed key, and a re-run replaces it instead of adding.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 
 from smartcity.lake import Lake
 from smartcity.layout import table_dir, table_partition_key
+from smartcity_dagster.concat import concatenate
 from smartcity_dagster.spark import spark_url
 
 
@@ -28,6 +32,7 @@ class TableWrite:
     bytes: int
     uncompressed_bytes: int
     preview: list[dict[str, Any]]
+    schema: pa.Schema
 
     @property
     def compression_ratio(self) -> float:
@@ -36,14 +41,22 @@ class TableWrite:
 
 def write_partition(frame: DataFrame, lake: Lake, asset: str, day: str) -> TableWrite:
     staging = f"{table_dir(asset)}/_staging/{day}-{uuid.uuid4().hex[:8]}"
-    frame.coalesce(1).write.mode("overwrite").parquet(spark_url(lake, staging))
-    written = [info for info in lake.list_files(staging) if info.path.endswith(".parquet")]
-    if len(written) != 1:
-        raise RuntimeError(f"expected one Parquet file in {staging}, found {len(written)}")
+    frame.write.mode("overwrite").parquet(spark_url(lake, f"{staging}/parts"))
+    parts = sorted(
+        info.path.removeprefix(lake.root + "/")
+        for info in lake.list_files(f"{staging}/parts")
+        if info.path.endswith(".parquet")
+    )
+    if not parts:
+        raise RuntimeError(f"Spark wrote no Parquet file into {staging}")
+    single = f"{staging}/single.parquet"
+    concatenate(
+        frame.sparkSession, [spark_url(lake, part) for part in parts], spark_url(lake, single)
+    )
     key = table_partition_key(asset, day)
     target = lake.path(key)
     lake.filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
-    lake.filesystem.move(written[0].path, target)
+    lake.filesystem.move(lake.path(single), target)
     lake.filesystem.delete_dir(lake.path(staging))
     return describe(lake, key)
 
@@ -57,7 +70,7 @@ def describe(lake: Lake, key: str) -> TableWrite:
         first = next(parquet.iter_batches(batch_size=5), None)
         preview = first.to_pylist() if first is not None else []
         size = source.size()
-    return TableWrite(key, meta.num_rows, size, uncompressed, preview)
+    return TableWrite(key, meta.num_rows, size, uncompressed, preview, parquet.schema_arrow)
 
 
 def read_partition(spark: Any, lake: Lake, asset: str, day: str) -> DataFrame:

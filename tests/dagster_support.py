@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -81,3 +82,17 @@ def screenshot_asset_graph(base_url: str, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target))
         browser.close()
+
+
+def spark_session() -> Any:
+    """The process's Spark session with the batch layer's own configuration (the assets'
+    `LazyPySparkResource` gets the same session later in this process)."""
+    from pyspark.sql import SparkSession
+
+    from smartcity.settings import Settings
+    from smartcity_dagster.spark import spark_config
+
+    builder = SparkSession.builder
+    for key, value in spark_config(Settings(_env_file=None)).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -9,7 +9,7 @@ from smartcity_dagster.assets.common import merge_results, run_dates, table_meta
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
-from smartcity_dagster.tables import write_partition
+from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.raw import compact, partition_ranges, read_landing
 from smartcity_stream.progress import load_all_progress
 
@@ -45,10 +45,9 @@ def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
         spark, lake = pyspark.spark_session, smartcity.lake
         writes, ranges, results = {}, {}, []
         for day in run_dates(context):
-            raw_rows = compact(read_landing(spark, lake, sensor_type, day)).cache()
-            ranges[day] = partition_ranges(raw_rows)
-            writes[day] = write_partition(raw_rows, lake, name, day)
-            raw_rows.unpersist()
+            landing = read_landing(spark, lake, sensor_type, day)
+            writes[day] = write_partition(compact(landing), lake, name, day)
+            ranges[day] = partition_ranges(read_partition(spark, lake, name, day))
             result = checks.matches_landing(
                 writes[day].rows, recorded_rows(smartcity, sensor_type, day)
             )

@@ -1,10 +1,9 @@
 """clean_<type>: typed, deduplicated, contract-checked, joined with the registry."""
 
 import dagster as dg
-import pyarrow.parquet as pq
 from dagster_pyspark import LazyPySparkResource
 
-from smartcity.layout import registry_key, table_partition_key
+from smartcity.layout import registry_key
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
 from smartcity_dagster.assets.common import merge_results, run_dates, table_metadata
@@ -13,6 +12,7 @@ from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import clean
+from smartcity_dagster.transforms.profile import profiled
 from smartcity_stream.sensors import registry_from_lake
 
 REJECTS = "{name}_rejects"
@@ -63,20 +63,21 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         writes, rejects, duplicates, results = {}, {}, {}, []
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
-            raw_rows = raw.count()
             outcome = clean(raw, registry, sensor_type)
-            duplicates[day] = outcome.duplicates
-            writes[day] = write_partition(outcome.clean, lake, name, day)
-            rejects[day] = write_partition(outcome.rejects, lake, REJECTS.format(name=name), day)
-            frame = pq.read_table(
-                lake.path(table_partition_key(name, day)), filesystem=lake.filesystem
-            ).to_pandas(types_mapper=None)
+            table, profile = profiled(outcome.clean, sensor_type)
+            writes[day] = write_partition(table, lake, name, day)
+            counts = outcome.raw_counts.get
+            raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
+            found = outcome.judged_counts.get["rejects"]
+            rejected = outcome.rejects if found else outcome.rejects.limit(0)
+            rejects[day] = write_partition(rejected, lake, REJECTS.format(name=name), day)
+            stats, schema = profile.get, writes[day].schema
             day_results = [
-                checks.contract_schema(frame, sensor_type),
-                checks.no_loss(raw_rows, writes[day].rows, rejects[day].rows, outcome.duplicates),
-                checks.null_rates(frame),
-                checks.duplicate_share(raw_rows, outcome.duplicates),
-                checks.freshness(frame, day),
+                checks.contract_schema(stats, schema, sensor_type),
+                checks.no_loss(raw_rows, writes[day].rows, rejects[day].rows, duplicates[day]),
+                checks.null_rates(stats, schema.names),
+                checks.duplicate_share(raw_rows, duplicates[day]),
+                checks.freshness(stats, day),
             ]
             record_checks(lake, name, day, day_results)
             results.append((day, day_results))
@@ -87,7 +88,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
                 raw_rows,
                 writes[day].rows,
                 rejects[day].rows,
-                outcome.duplicates,
+                duplicates[day],
             )
         return dg.MaterializeResult(
             metadata=table_metadata(

@@ -2,98 +2,157 @@
 
 One long table per type (`level`, `granularity`, `period_start` say which slice a row is),
 so a dashboard filters instead of joining four tables.
+
+The day's rows are read once: one aggregation per sensor and hour keeps mergeable partials
+(sums, counts, extremes, KLL sketches for the 85th percentile, the meter's first and last
+reading), and grouping sets over those few thousand rows give all four slices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 CONGESTED = ("high", "severe")
-KEYS = {"sensor": ("sensor_id", "district"), "district": ("district",)}
-PERIODS = {"hour": "hour", "day": "day"}
+SKETCH_K = 1000
+WEATHER_MEASURES = ("temperature_c", "humidity_pct", "pressure_hpa", "wind_speed_ms")
+SLICES = [
+    ["district", "sensor_id", "hour"],
+    ["district", "sensor_id"],
+    ["district", "hour"],
+    ["district"],
+]
 
 
-def _traffic(_: DataFrame) -> list[Column]:
-    vehicles = F.col("vehicle_count")
-    speed = F.col("average_speed_kmh")
+@dataclass(frozen=True)
+class Measures:
+    """A type's measures in three steps: per sensor and hour over the clean rows
+    (`partials`), over partials for any slice (`merged`), and the published columns."""
+
+    partials: list[Column]
+    merged: list[Column]
+    final: list[Column]
+
+
+def _sums(*names: str) -> list[Column]:
+    return [F.sum(name).alias(name) for name in names]
+
+
+def _traffic() -> Measures:
+    vehicles, speed = F.col("vehicle_count"), F.col("average_speed_kmh")
     congested = F.col("congestion_level").isin(*CONGESTED)
-    return [
-        F.count(F.lit(1)).alias("readings"),
-        F.sum(vehicles).cast("long").alias("vehicles"),
-        (F.sum(speed * vehicles) / F.sum(F.when(speed.isNotNull(), vehicles))).alias(
-            "mean_speed_kmh"
-        ),
-        F.percentile_approx(speed, 0.85, 1000).cast("double").alias("p85_speed_kmh"),
-        (F.sum(F.when(congested, F.col("interval_s")).otherwise(0.0)) / 60).alias(
-            "congestion_minutes"
-        ),
-    ]
+    return Measures(
+        partials=[
+            F.sum(vehicles).alias("vehicles"),
+            F.sum(speed * vehicles).alias("speed_x_vehicles"),
+            F.sum(F.when(speed.isNotNull(), vehicles)).alias("vehicles_with_speed"),
+            F.count(speed).alias("speeds"),
+            F.kll_sketch_agg_double(speed, SKETCH_K).alias("speed_sketch"),
+            F.sum(F.when(congested, F.col("interval_s")).otherwise(0.0)).alias("congested_s"),
+        ],
+        merged=[
+            *_sums("vehicles", "speed_x_vehicles", "vehicles_with_speed", "speeds", "congested_s"),
+            F.kll_merge_agg_double("speed_sketch").alias("speed_sketch"),
+        ],
+        final=[
+            F.col("vehicles").cast("long").alias("vehicles"),
+            (F.col("speed_x_vehicles") / F.col("vehicles_with_speed")).alias("mean_speed_kmh"),
+            F.when(
+                F.col("speeds") > 0, F.kll_sketch_get_quantile_double("speed_sketch", F.lit(0.85))
+            ).alias("p85_speed_kmh"),
+            (F.col("congested_s") / 60).alias("congestion_minutes"),
+        ],
+    )
 
 
-def _weather(_: DataFrame) -> list[Column]:
-    stats = []
-    for measure in ("temperature_c", "humidity_pct", "pressure_hpa", "wind_speed_ms"):
-        stats += [
+def _weather() -> Measures:
+    partials, merged, final = [], [], []
+    for measure in WEATHER_MEASURES:
+        partials += [
             F.min(measure).alias(f"{measure}_min"),
-            F.avg(measure).alias(f"{measure}_mean"),
+            F.sum(measure).alias(f"{measure}_sum"),
+            F.count(measure).alias(f"{measure}_n"),
             F.max(measure).alias(f"{measure}_max"),
         ]
-    return [F.count(F.lit(1)).alias("readings"), *stats, F.sum("precipitation_mm").alias("rain_mm")]
+        merged += [
+            F.min(f"{measure}_min").alias(f"{measure}_min"),
+            *_sums(f"{measure}_sum", f"{measure}_n"),
+            F.max(f"{measure}_max").alias(f"{measure}_max"),
+        ]
+        final += [
+            F.col(f"{measure}_min"),
+            (F.col(f"{measure}_sum") / F.col(f"{measure}_n")).alias(f"{measure}_mean"),
+            F.col(f"{measure}_max"),
+        ]
+    partials.append(F.sum("precipitation_mm").alias("rain_mm"))
+    return Measures(partials, [*merged, *_sums("rain_mm")], [*final, F.col("rain_mm")])
 
 
-def _energy(_: DataFrame) -> list[Column]:
-    peak = F.max_by("event_time", "power_kw")
-    return [
-        F.count(F.lit(1)).alias("readings"),
-        F.sum("kwh_step").alias("kwh_consumed"),
-        F.max("power_kw").alias("peak_kw"),
-        peak.alias("peak_at"),
-        F.avg("power_kw").alias("mean_kw"),
-        (F.avg("power_kw") / F.max("power_kw")).alias("load_factor"),
-    ]
-
-
-MEASURES: dict[str, Callable[[DataFrame], list[Column]]] = {
-    "traffic": _traffic,
-    "weather": _weather,
-    "energy": _energy,
-}
-
-
-def _with_energy_steps(clean: DataFrame) -> DataFrame:
-    """kWh consumed between a sensor's consecutive readings (the meter only rises)."""
-    from pyspark.sql import Window
-
-    order = Window.partitionBy("sensor_id").orderBy("event_time", "seq")
-    previous = F.lag("energy_kwh").over(order)
-    return clean.withColumn(
-        "kwh_step", F.when(previous.isNull(), 0.0).otherwise(F.col("energy_kwh") - previous)
+def _energy() -> Measures:
+    order = F.struct("event_time", "seq")
+    power = F.col("power_kw")
+    return Measures(
+        partials=[
+            F.min_by("energy_kwh", order).alias("first_kwh"),
+            F.max_by("energy_kwh", order).alias("last_kwh"),
+            F.max(power).alias("peak_kw"),
+            F.max_by("event_time", power).alias("peak_at"),
+            F.sum(power).alias("power_sum"),
+            F.count(power).alias("power_n"),
+        ],
+        merged=[
+            *_sums("kwh_consumed", "power_sum", "power_n"),
+            F.max("peak_kw").alias("peak_kw"),
+            F.max_by("peak_at", "peak_kw").alias("peak_at"),
+        ],
+        final=[
+            F.col("kwh_consumed"),
+            F.col("peak_kw"),
+            F.col("peak_at"),
+            (F.col("power_sum") / F.col("power_n")).alias("mean_kw"),
+            (F.col("power_sum") / F.col("power_n") / F.col("peak_kw")).alias("load_factor"),
+        ],
     )
+
+
+def _with_kwh_consumed(hours: DataFrame) -> DataFrame:
+    """kWh a meter advanced from the sensor's previous reading to its last one of the hour:
+    the sum of the steps between consecutive readings of the hour (the first reading of the
+    day has no step), which telescopes to last - previous hour's last."""
+    previous = F.lag("last_kwh").over(Window.partitionBy("sensor_id").orderBy("hour"))
+    return hours.withColumn(
+        "kwh_consumed", F.col("last_kwh") - F.coalesce(previous, F.col("first_kwh"))
+    )
+
+
+MEASURES = {"traffic": _traffic, "weather": _weather, "energy": _energy}
 
 
 def daily_aggregates(clean: DataFrame, sensor_type: str) -> DataFrame:
     """All four slices (sensor/district x hour/day) of one day's clean table."""
-    frame = _with_energy_steps(clean) if sensor_type == "energy" else clean
-    slices = []
-    for level, keys in KEYS.items():
-        for granularity, unit in PERIODS.items():
-            period = F.date_trunc(unit, F.col("event_time")).alias("period_start")
-            grouped = frame.groupBy(*keys, period).agg(*MEASURES[sensor_type](frame))
-            sensor = F.col("sensor_id") if level == "sensor" else F.lit(None).cast("string")
-            slices.append(
-                grouped.select(
-                    F.lit(level).alias("level"),
-                    sensor.alias("sensor_id"),
-                    "district",
-                    F.lit(granularity).alias("granularity"),
-                    "period_start",
-                    *[c for c in grouped.columns if c not in (*keys, "period_start")],
-                )
-            )
-    combined = slices[0]
-    for frame_slice in slices[1:]:
-        combined = combined.unionByName(frame_slice)
-    return combined.orderBy("level", "granularity", "district", "sensor_id", "period_start")
+    measures = MEASURES[sensor_type]()
+    hours = clean.groupBy(
+        "district", "sensor_id", F.date_trunc("hour", "event_time").alias("hour")
+    ).agg(F.count(F.lit(1)).alias("readings"), *measures.partials)
+    if sensor_type == "energy":
+        hours = _with_kwh_consumed(hours)
+    day = F.date_trunc("day", F.min("hour"))
+    slices = hours.groupingSets(SLICES, "district", "sensor_id", "hour").agg(
+        F.sum("readings").alias("readings"),
+        *measures.merged,
+        F.grouping("sensor_id").alias("_by_district"),
+        F.grouping("hour").alias("_by_day"),
+        day.alias("_day"),
+    )
+    by_district, by_day = F.col("_by_district") == 1, F.col("_by_day") == 1
+    return slices.select(
+        F.when(by_district, "district").otherwise("sensor").alias("level"),
+        "sensor_id",
+        "district",
+        F.when(by_day, "day").otherwise("hour").alias("granularity"),
+        F.when(by_day, F.col("_day")).otherwise(F.col("hour")).alias("period_start"),
+        F.col("readings").cast("long").alias("readings"),
+        *measures.final,
+    ).orderBy("level", "granularity", "district", "sensor_id", "period_start")

@@ -10,20 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from smartcity.contract import reading_schema
 
 REJECT_REASON = "reject_reason"
 REGISTRY_COLUMNS = ("district", "latitude", "longitude")
+RANK = "_rank"
 
 
 @dataclass(frozen=True)
 class CleanResult:
+    """The two outputs of a day, and what Spark observes while the clean rows are written.
+
+    `raw_counts` (rows, duplicates) and `judged_counts` (rejects) are filled by the action
+    that writes `clean`; `rejects` is only worth running when `judged_counts` found any.
+    """
+
     clean: DataFrame
     rejects: DataFrame
-    duplicates: int
+    raw_counts: Observation
+    judged_counts: Observation
 
 
 def contract_rules(sensor_type: str) -> list[tuple[str, Column]]:
@@ -72,16 +80,56 @@ def first_broken_rule(rules: list[tuple[str, Column]]) -> Column:
     )
 
 
-def clean(raw: DataFrame, registry: DataFrame, sensor_type: str) -> CleanResult:
-    """Deduplicate (the lowest offset wins), then split into clean rows and rejects."""
-    first = Window.partitionBy("sensor_id", "seq").orderBy("kafka_partition", "kafka_offset")
-    ranked = raw.withColumn("_rank", F.row_number().over(first))
-    unique = ranked.where(F.col("_rank") == 1).drop("_rank")
-    places = F.broadcast(registry.select("sensor_id", *REGISTRY_COLUMNS))
-    joined = unique.join(places, "sensor_id", "left")
+def _with_places(frame: DataFrame, registry: DataFrame) -> DataFrame:
+    return frame.join(
+        F.broadcast(registry.select("sensor_id", *REGISTRY_COLUMNS)), "sensor_id", "left"
+    )
+
+
+def _judged(frame: DataFrame, sensor_type: str) -> DataFrame:
     rules = [*contract_rules(sensor_type), ("unknown sensor", F.col("district").isNull())]
-    judged = joined.withColumn(REJECT_REASON, first_broken_rule(rules)).cache()
+    return frame.withColumn(REJECT_REASON, first_broken_rule(rules))
+
+
+def _ranked(frame: DataFrame) -> DataFrame:
+    first = Window.partitionBy("sensor_id", "seq").orderBy("kafka_partition", "kafka_offset")
+    return frame.withColumn(RANK, F.row_number().over(first))
+
+
+def clean(raw: DataFrame, registry: DataFrame, sensor_type: str) -> CleanResult:
+    """Deduplicate (the lowest offset wins), then split into clean rows and rejects.
+
+    One hash shuffle by `sensor_id` (the only exchange of full rows in the batch layer)
+    serves everything after it: the dedup window, the checks' per-sensor window and the
+    output order, `(sensor_id, seq)` within each part, need no other exchange or sort; the
+    registry is joined after it (a broadcast), so its columns are not shuffled. Rejects are
+    rare, so instead of caching the judged day for a second output, they are recomputed from
+    the raw copies of the keys that break a rule (a small semi-join), and only when the
+    first pass saw any.
+    """
+    raw_counts, judged_counts = Observation("raw_counts"), Observation("judged_counts")
+    ranked = _ranked(raw.repartition("sensor_id")).observe(
+        raw_counts,
+        F.count(F.lit(1)).alias("rows"),
+        F.count_if(F.col(RANK) > 1).alias("duplicates"),
+    )
+    first_copies = ranked.where(F.col(RANK) == 1).drop(RANK)
+    judged = _judged(_with_places(first_copies, registry), sensor_type).observe(
+        judged_counts, F.count_if(F.col(REJECT_REASON).isNotNull()).alias("rejects")
+    )
     clean_rows = judged.where(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON)
-    rejects = judged.where(F.col(REJECT_REASON).isNotNull()).drop(*REGISTRY_COLUMNS)
-    duplicates = ranked.where(F.col("_rank") > 1).count()
-    return CleanResult(clean_rows.orderBy("sensor_id", "seq"), rejects, duplicates)
+    broken = (
+        _judged(_with_places(raw, registry), sensor_type)
+        .where(F.col(REJECT_REASON).isNotNull())
+        .select("sensor_id", "seq")
+        .distinct()
+    )
+    copies = _with_places(raw.join(broken, ["sensor_id", "seq"], "left_semi"), registry)
+    rejects = (
+        _judged(_ranked(copies).where(F.col(RANK) == 1).drop(RANK), sensor_type)
+        .where(F.col(REJECT_REASON).isNotNull())
+        .drop(*REGISTRY_COLUMNS)
+    )
+    return CleanResult(
+        clean_rows.sortWithinPartitions("sensor_id", "seq"), rejects, raw_counts, judged_counts
+    )
