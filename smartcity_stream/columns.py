@@ -41,7 +41,7 @@ class Readings:
     @classmethod
     def from_table(cls, sensor_type: str, table: pa.Table, rows: list[dict[str, Any]]) -> Readings:
         """From a landing table (and the decoded readings it was built from)."""
-        event_ms = table.column("event_time").cast(pa.int64()).to_numpy()
+        event_ms = table.column("event_time").to_numpy().view(np.int64)
         return cls(sensor_type, rows, event_ms, table)
 
     @classmethod
@@ -56,9 +56,7 @@ class Readings:
 
     @cached_property
     def _sensor_codes(self) -> tuple[list[str], np.ndarray]:
-        if self._table is not None:
-            encoded = self._table.column("sensor_id").combine_chunks().dictionary_encode()
-            return encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64)
+        """A dict lookup per row: cheaper than a pyarrow kernel call on a segment's size."""
         codes: dict[str, int] = {}
         sensor = [codes.setdefault(row["sensor_id"], len(codes)) for row in self.rows]
         return list(codes), np.array(sensor, dtype=np.int64)
@@ -84,8 +82,7 @@ class Readings:
             if self._table is None:
                 column = np.array([row.get(name) for row in self.rows], dtype=np.float64)
             else:
-                arrow = self._table.column(name).cast(pa.float64())
-                column = (arrow.fill_null(np.nan) if arrow.null_count else arrow).to_numpy()
+                column = self._table.column(name).to_numpy().astype(np.float64, copy=False)
             self._numbers[name] = column
         return self._numbers[name]
 

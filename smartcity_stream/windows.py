@@ -201,10 +201,11 @@ class TumblingWindows:
 
     def close_ready(self) -> list[Window]:
         """Remove and return the windows whose end is at or before their source's watermark."""
+        watermark = {source: self.watermark_ms(source) for source in self._max_event_ms}
         ready = [
             key
             for key, (source, window) in self._open.items()
-            if window.end_ms <= self.watermark_ms(source)
+            if window.end_ms <= watermark[source]
         ]
         return [self._open.pop(key)[1] for key in ready]
 
