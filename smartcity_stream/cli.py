@@ -22,7 +22,9 @@ def stream(
     until_idle: float = typer.Option(
         None, "--until-idle", min=0.1, help="Exit after this many seconds without messages."
     ),
-    batch_size: int = typer.Option(10_000, min=1, help="Messages consumed per batch."),
+    batch_size: int = typer.Option(
+        WorkerOptions.batch_size, min=1, help="Messages consumed per batch."
+    ),
     window: float = typer.Option(60.0, min=1, help="Tumbling window size, seconds."),
     lateness: float = typer.Option(30.0, min=0, help="Allowed lateness, seconds."),
     rules: Path = typer.Option(

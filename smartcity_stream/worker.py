@@ -61,7 +61,10 @@ TopicPartitionKey = tuple[str, int]
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    batch_size: int = 10_000
+    # Large batches spread each batch's fixed costs (a Parquet file per partition and hour,
+    # the progress records, a synchronous commit) thinly; at the live rate the poll timeout,
+    # not the size, ends a batch.
+    batch_size: int = 50_000
     poll_timeout_s: float = 0.1
     window_s: float = 60.0
     allowed_lateness_s: float = 30.0
