@@ -26,18 +26,13 @@ from smartcity_stream.columns import Readings
 
 @dataclass
 class MeasureStats:
-    """Count, min, mean and max of one measure, updated one value at a time."""
+    """Count, sum, min and max of one measure's values in a window (min and max of the
+    type the readings carry)."""
 
     count: int = 0
     total: float = 0.0
     low: float = math.inf
     high: float = -math.inf
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
 
     @property
     def mean(self) -> float | None:
@@ -52,12 +47,6 @@ class Window:
     end_ms: int
     count: int = 0
     measures: dict[str, MeasureStats] = field(default_factory=dict)
-
-    def add(self, values: dict[str, float | None]) -> None:
-        self.count += 1
-        for name, value in values.items():
-            if value is not None:
-                self.measures.setdefault(name, MeasureStats()).add(value)
 
     def mean(self, measure: str) -> float | None:
         stats = self.measures.get(measure)
@@ -232,7 +221,7 @@ def _running_sums(
     addend = np.where(present, values, 0.0)
     by_window = np.argsort(group, kind="stable")
     firsts = np.searchsorted(group[by_window], np.arange(len(windows)))
-    rank = np.empty(len(group), dtype=np.int64)
+    rank = np.empty(len(group), dtype=np.int64)  # a row's place among its window's rows
     rank[by_window] = np.arange(len(group)) - firsts[group[by_window]]
     by_rank = np.argsort(rank, kind="stable")
     rank_bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
@@ -253,29 +242,48 @@ def _running_sums(
         row_total[at] = total[window]
         row_count[at] = count[window]
     grouped = values[by_window]
-    low = np.fmin.reduceat(grouped, firsts, axis=0)
-    high = np.fmax.reduceat(grouped, firsts, axis=0)
     first_seen = np.minimum.reduceat(
         np.where(present[by_window], rank[by_window][:, None], len(group)), firsts, axis=0
     )
-    sizes = np.diff(np.append(firsts, len(group))).tolist()
+    _store(
+        windows,
+        measures,
+        exact,
+        sizes=np.diff(np.append(firsts, len(group))).tolist(),
+        first_seen=first_seen.tolist(),
+        count=count.tolist(),
+        total=total.tolist(),
+        low=np.fmin.reduceat(grouped, firsts, axis=0).tolist(),
+        high=np.fmax.reduceat(grouped, firsts, axis=0).tolist(),
+    )
+    return row_total, row_count
+
+
+def _store(
+    windows: list[Window],
+    measures: tuple[str, ...],
+    exact: list[type],
+    *,
+    sizes: list[int],
+    first_seen: list[list[int]],
+    count: list[list[int]],
+    total: list[list[float]],
+    low: list[list[float]],
+    high: list[list[float]],
+) -> None:
+    """Each window's new count, sums, min and max (per window, per measure). A measure's
+    stats appear in the window in the order its first value came, as one reading at a time
+    adds them (the column order of a window's row)."""
     columns = range(len(measures))
     for window, size, seen, counts, totals, lows, highs in zip(
-        windows,
-        sizes,
-        first_seen.tolist(),
-        count.tolist(),
-        total.tolist(),
-        low.tolist(),
-        high.tolist(),
-        strict=True,
+        windows, sizes, first_seen, count, total, low, high, strict=True
     ):
         window.count += size
         for column in sorted(columns, key=seen.__getitem__):
-            if counts[column]:
-                stats = window.measures.setdefault(measures[column], MeasureStats())
-                stats.count, stats.total = counts[column], totals[column]
-                as_read = exact[column]
-                stats.low = min(stats.low, as_read(lows[column]))
-                stats.high = max(stats.high, as_read(highs[column]))
-    return row_total, row_count
+            if seen[column] >= size:
+                continue  # no value of this measure in the batch
+            stats = window.measures.setdefault(measures[column], MeasureStats())
+            stats.count, stats.total = counts[column], totals[column]
+            as_read = exact[column]
+            stats.low = min(stats.low, as_read(lows[column]))
+            stats.high = max(stats.high, as_read(highs[column]))
