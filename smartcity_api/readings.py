@@ -178,10 +178,22 @@ class History:
         self.columns = list(reading_columns(sensor_type))
         self.landed_columns = [*self.columns, "kafka_offset"]
 
-    def _clean(self, partition: Partition) -> SensorRows:
+    def _clean(self, partition: Partition) -> pa.Table:
+        """The sensor's rows of a clean partition in (event_time, seq) order. A small
+        partition is read whole once and shared by all its sensors; a large one (a day at a
+        1 s interval) is read a sensor at a time, its row groups pruned by their statistics,
+        so memory holds only the sensors asked for."""
+        if sum(f.size for f in partition) <= self.reader.whole_read_bytes:
+            whole = self.reader.kept(
+                ("clean rows", partition),
+                lambda: SensorRows.of(self.reader.scan(partition, self.columns), ORDER),
+            )
+            return whole.rows(self.sensor_id)
         return self.reader.kept(
-            ("clean rows", partition),
-            lambda: SensorRows.of(self.reader.scan(list(partition), self.columns), ORDER),
+            ("clean rows", partition, self.sensor_id),
+            lambda: self.reader.scan(
+                partition, self.columns, ds.field("sensor_id") == self.sensor_id
+            ).sort_by([(c, "ascending") for c in ORDER]),
         )
 
     def _landed(self, file: StoredFile) -> SensorRows:
@@ -205,7 +217,7 @@ class History:
         hour_ms = _ms(datetime(day.year, day.month, day.day, tzinfo=UTC) + hour * HOUR)
         parts, frontier = [], None
         if clean is not None:
-            rows = self._clean(clean).rows(self.sensor_id)
+            rows = self._clean(clean)
             if rows.num_rows:
                 times = rows.column("event_time").cast(pa.int64()).to_numpy()
                 first, end = np.searchsorted(times, [hour_ms, hour_ms + HOUR_MS], "left")

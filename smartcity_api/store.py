@@ -42,6 +42,7 @@ from smartcity_stream.sensors import registry_from_lake
 
 T = TypeVar("T")
 MB = 1 << 20
+WHOLE_READ_SHARE = 32
 
 LISTING_TTL_S = 5.0
 REGISTRY_TTL_S = 60.0
@@ -118,6 +119,9 @@ class LakeReader:
         self._derived: TTLCache[Hashable, Any] = TTLCache(1024, LISTING_TTL_S)
         self._live_views: TTLCache[Hashable, Any] = TTLCache(256, LIVE_TTL_S)
         self._kept: LRUCache[Hashable, Any] = LRUCache(settings.api_cache_mb * MB, _size)
+        self.whole_read_bytes = settings.api_cache_mb * MB // WHOLE_READ_SHARE
+        """A partition stored in at most this many bytes is read whole and kept (its rows in
+        memory take several times its compressed size)."""
 
     def memo(self, cache: Cache[Any, Any], key: Hashable, compute: Callable[[], T]) -> T:
         """`cache[key]`; on a miss one thread computes it while the others asking for the

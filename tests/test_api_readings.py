@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from fastapi.testclient import TestClient
 
+from smartcity_api.app import create_app
 from tests.api_support import SENSOR, START, ApiLake, expected_seqs, landing_table
 
 pytestmark = pytest.mark.integration
@@ -113,3 +114,16 @@ def test_bad_input_is_a_4xx_naming_the_parameter(
     response = api_client.get(path, params=params)
     assert response.status_code == status, response.text
     assert response.json()["detail"].startswith(names), response.json()
+
+
+def test_a_large_clean_partition_is_read_a_sensor_at_a_time(
+    api_client: TestClient, api_lake: ApiLake
+) -> None:
+    app = create_app(api_lake.settings)
+    app.state.reader.whole_read_bytes = 0  # every partition counts as large
+    params = {"start": START.isoformat(), "end": END, "limit": 10_000}
+    with TestClient(app) as client:
+        for sensor in (SENSOR, "TRAFFIC_0002"):
+            alone = client.get(URL.format(sensor), params=params).json()
+            shared = api_client.get(URL.format(sensor), params=params).json()
+            assert alone == shared and alone["count"] > 360
