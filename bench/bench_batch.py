@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         lake.write_parquet(registry_key(), registry_table())
         spark_s, per_asset = spark_pipeline()
         reference_s = duckdb_reference(lake)
-    for asset, seconds in per_asset.items():
-        print(f"  {asset:28} {seconds:7.1f} s")
+    for asset, (seconds, read) in per_asset.items():
+        print(f"  {asset:28} {seconds:7.1f} s = {read / seconds:>10,.0f} rows/s")
     print(f"spark raw->clean->aggregates : {spark_s:7.1f} s = {rows / spark_s:>10,.0f} rows/s")
     print(
         f"duckdb dedup + aggregates    : {reference_s:7.1f} s = {rows / reference_s:>10,.0f} rows/s"
@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def spark_pipeline() -> tuple[float, dict[str, float]]:
+def spark_pipeline() -> tuple[float, dict[str, tuple[float, int]]]:
+    """Wall time of the run, and per asset its step's wall time and the rows of its type
+    (what raw_<type> holds: each asset reads about that many)."""
     import dagster as dg
 
     from smartcity.settings import load_settings
@@ -157,13 +159,25 @@ def spark_pipeline() -> tuple[float, dict[str, float]]:
             asset_selection=[dg.AssetKey(name) for name in selection],
         )
         total = time.perf_counter() - started
-        per_asset: dict[str, float] = {}
+        seconds: dict[str, float] = {}
         for entry in instance.all_logs(result.run_id):
             event = entry.dagster_event
             if event and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
                 sign = -1 if event.event_type_value == "STEP_START" else 1
                 step = event.step_key or "?"
-                per_asset[step] = per_asset.get(step, 0.0) + sign * entry.timestamp
+                seconds[step] = seconds.get(step, 0.0) + sign * entry.timestamp
+        rows = {}
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            name = materialization.asset_key.to_user_string()
+            if name.startswith("raw_"):
+                rows[name.removeprefix("raw_")] = materialization.metadata[
+                    "dagster/row_count"
+                ].value
+    per_asset = {
+        step: (spent, rows[next(t for t in SENSOR_TYPES if t in step)])
+        for step, spent in seconds.items()
+    }
     return total, per_asset
 
 
