@@ -16,6 +16,7 @@ at a time gives.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -116,6 +117,10 @@ class TumblingWindows:
         self.lateness_ms = int(allowed_lateness_s * 1000)
         self._max_event_ms: dict[object, int] = {}
         self._open: dict[tuple[str, int], tuple[object, Window]] = {}
+        # Per source, its open windows as a heap of (end, order opened, key): closing looks
+        # at the windows that are ready, not at every open one.
+        self._ends: dict[object, list[tuple[int, int, tuple[str, int]]]] = {}
+        self._opened = 0
         self.late_events = 0
 
     def watermark_ms(self, source: object) -> int:
@@ -168,35 +173,47 @@ class TumblingWindows:
     def _windows_of(
         self, source: object, readings: Readings, start: np.ndarray, rows: np.ndarray
     ) -> tuple[list[Window], np.ndarray]:
-        """The open window of each (sensor, start) among `rows` (opened when new), and per
-        row the index of its window in that list."""
+        """The open window of each (sensor, start) among `rows` (opened when new, in the
+        order of their first reading), and per row the index of its window in that list."""
         first = int(start[rows].min())
         slot = (start[rows] - first) // self.size_ms
         slots = int(slot.max()) + 1
-        keys, group = np.unique(readings.sensor[rows] * slots + slot, return_inverse=True)
+        keys, first_row, group = np.unique(
+            readings.sensor[rows] * slots + slot, return_index=True, return_inverse=True
+        )
+        by_first_row = np.argsort(first_row)  # open new windows in the order readings come
+        renumber = np.empty_like(by_first_row)
+        renumber[by_first_row] = np.arange(len(keys))
+        group = renumber[group]
         windows = []
-        for key in keys.tolist():
+        for key in keys[by_first_row].tolist():
             sensor, index = divmod(key, slots)
             sensor_id = readings.sensor_ids[sensor]
             window_start = first + index * self.size_ms
-            entry = self._open.get((sensor_id, window_start))
+            key = (sensor_id, window_start)
+            entry = self._open.get(key)
             if entry is None:
                 window = Window(
                     sensor_id, readings.sensor_type, window_start, window_start + self.size_ms
                 )
-                entry = self._open[(sensor_id, window_start)] = (source, window)
+                entry = self._open[key] = (source, window)
+                self._opened += 1
+                heapq.heappush(
+                    self._ends.setdefault(source, []), (window.end_ms, self._opened, key)
+                )
             windows.append(entry[1])
         return windows, group
 
     def close_ready(self) -> list[Window]:
-        """Remove and return the windows whose end is at or before their source's watermark."""
-        watermark = {source: self.watermark_ms(source) for source in self._max_event_ms}
-        ready = [
-            key
-            for key, (source, window) in self._open.items()
-            if window.end_ms <= watermark[source]
-        ]
-        return [self._open.pop(key)[1] for key in ready]
+        """Remove and return the windows whose end is at or before their source's watermark,
+        in the order they opened."""
+        ready = []
+        for source, ends in self._ends.items():
+            watermark = self.watermark_ms(source)
+            while ends and ends[0][0] <= watermark:
+                ready.append(heapq.heappop(ends))
+        ready.sort(key=lambda end: end[1])
+        return [self._open.pop(key)[1] for _, _, key in ready]
 
     @property
     def open_count(self) -> int:

@@ -31,7 +31,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from tenacity import Retrying, retry_if_exception_type, wait_exponential
+from tenacity import Retrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
 from smartcity.contract import ContractError, ReadingDecoder
 from smartcity.kafka import client_config
@@ -272,12 +272,8 @@ class StreamWorker:
             files = [*plan.files, *plan.anomaly_files]
             self._durably(lambda files=files: write_files(self.lake, files))
         self._publish_and_wait()
-        self.consumer.commit(
-            offsets=[
-                TopicPartition(tp[0], tp[1], batch[-1].offset() + 1)
-                for tp, batch in segments.items()
-            ],
-            asynchronous=False,
+        self._commit(
+            [TopicPartition(tp[0], tp[1], batch[-1].offset() + 1) for tp, batch in segments.items()]
         )
         for tp, plan in plans.items():
             progress = self.progress[tp]
@@ -458,6 +454,18 @@ class StreamWorker:
             errors, self._delivery_errors = self._delivery_errors, []
             raise DeliveryFailed(f"{len(errors)} not delivered: {errors[:3]}")
 
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit synchronously; while the group coordinator moves or loads (a broker or a
+        static member coming back), retry the same offsets with backoff instead of dying."""
+        for attempt in Retrying(
+            retry=retry_if_exception(_coordinator_away),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            before_sleep=lambda state: log.warning("commit waits: %s", state.outcome.exception()),
+            reraise=True,
+        ):
+            with attempt:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+
     def _durably(self, write: Callable[[], object]) -> None:
         """Retry a lake write with backoff until it succeeds; nothing is committed meanwhile."""
         for attempt in Retrying(
@@ -497,6 +505,28 @@ class StreamWorker:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", **self.status()}
+
+
+_COORDINATOR_AWAY = frozenset(
+    {
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+    }
+)
+
+
+def _coordinator_away(error: BaseException) -> bool:
+    """A commit failed only because the group coordinator is not reachable yet."""
+    if not isinstance(error, KafkaException) or not error.args:
+        return False
+    cause = error.args[0]
+    return isinstance(cause, KafkaError) and (
+        cause.retriable() or cause.code() in _COORDINATOR_AWAY
+    )
 
 
 def _iso(millis: int) -> str:

@@ -26,34 +26,52 @@ T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
 SOURCE = {"A": "p0", "B": "p0", "C": "p1"}
 
 
-def reference_windows(
-    events: list[tuple[str, int, float | None]], size_ms: int, lateness_ms: int
-) -> tuple[list[tuple[bool, float, int]], dict[tuple[str, int], dict[str, object]]]:
-    """Per event (joined, window sum so far, count of values so far) and every window's
-    stats, one event at a time in plain Python."""
-    max_seen: dict[str, int] = {}
-    windows: dict[tuple[str, int], list[float]] = {}
-    sizes: dict[tuple[str, int], int] = {}
-    per_event = []
-    for sensor, event_ms, value in events:
+class ReferenceWindows:
+    """Windows one event at a time in plain Python: what a batch must match."""
+
+    def __init__(self, size_ms: int, lateness_ms: int) -> None:
+        self.size_ms, self.lateness_ms = size_ms, lateness_ms
+        self.max_seen: dict[str, int] = {}
+        self.values: dict[tuple[str, int], list[float]] = {}
+        self.sizes: dict[tuple[str, int], int] = {}
+        self.open: dict[tuple[str, int], str] = {}  # in the order they opened
+
+    def watermark(self, source: str) -> int:
+        return self.max_seen.get(source, -(2**62)) - self.lateness_ms
+
+    def add(self, sensor: str, event_ms: int, value: float | None) -> tuple[bool, float, int]:
+        """(joined, window sum so far, count of values so far) of one event."""
         source = SOURCE[sensor]
-        start = event_ms - event_ms % size_ms
-        if start + size_ms <= max_seen.get(source, -(2**62)) - lateness_ms:
-            per_event.append((False, math.nan, 0))
-            continue
-        max_seen[source] = max(max_seen.get(source, -(2**62)), event_ms)
-        present = windows.setdefault((sensor, start), [])
-        sizes[(sensor, start)] = sizes.get((sensor, start), 0) + 1
+        start = event_ms - event_ms % self.size_ms
+        if start + self.size_ms <= self.watermark(source):
+            return False, math.nan, 0
+        self.max_seen[source] = max(self.max_seen.get(source, -(2**62)), event_ms)
+        key = (sensor, start)
+        self.open.setdefault(key, source)
+        present = self.values.setdefault(key, [])
+        self.sizes[key] = self.sizes.get(key, 0) + 1
         if value is not None:
             present.append(value)
-        per_event.append((True, _sum(present), len(present)))
-    stats: dict[tuple[str, int], dict[str, object]] = {}
-    for key, present in windows.items():
-        stats[key] = {"count": sizes[key], "n": len(present)}
-        if present:
-            mean = _sum(present) / len(present)
-            stats[key].update(low=min(present), mean=mean, high=max(present))
-    return per_event, stats
+        return True, _sum(present), len(present)
+
+    def close(self) -> list[tuple[str, int]]:
+        ready = [
+            key
+            for key, source in self.open.items()
+            if key[1] + self.size_ms <= self.watermark(source)
+        ]
+        for key in ready:
+            del self.open[key]
+        return ready
+
+    def stats(self) -> dict[tuple[str, int], dict[str, object]]:
+        stats: dict[tuple[str, int], dict[str, object]] = {}
+        for key, present in self.values.items():
+            stats[key] = {"count": self.sizes[key], "n": len(present)}
+            if present:
+                mean = _sum(present) / len(present)
+                stats[key].update(low=min(present), mean=mean, high=max(present))
+        return stats
 
 
 def _sum(values: list[float]) -> float:
@@ -80,7 +98,8 @@ def test_batch_windows_match_one_event_at_a_time(
     drawn: list[tuple[str, int, float | None]], cuts: list[int]
 ) -> None:
     """Batches cut anywhere, per source, give each event and each window what adding the
-    events one at a time gives (sums to the bit)."""
+    events one at a time gives (sums to the bit), and close windows in the order they
+    opened."""
     bounds = sorted({0, len(drawn), *(c for c in cuts if c < len(drawn))})
     batches = [
         (source, part)
@@ -88,28 +107,26 @@ def test_batch_windows_match_one_event_at_a_time(
         for source in ("p0", "p1")
         if (part := [(s, T0 + o, v) for s, o, v in drawn[low:high] if SOURCE[s] == source])
     ]
-    expected, expected_stats = reference_windows(
-        [event for _, part in batches for event in part], 60_000, 30_000
-    )
+    reference = ReferenceWindows(60_000, 30_000)
     windows = TumblingWindows(size_s=60, allowed_lateness_s=30)
-    got: list[tuple[bool, float, int]] = []
     seen: dict[tuple[str, int], Window] = {}
     for source, part in batches:
         rows = [{"sensor_id": sensor, "v": value} for sensor, _, value in part]
         readings = Readings.from_rows("traffic", rows, [event_ms for _, event_ms, _ in part])
         view = windows.add_batch(source, readings, ("v",))
-        for row in range(len(part)):
-            joined = bool(view.joined[row])
-            count = int(view.counts[row, 0]) if joined else 0
-            got.append((joined, float(view.total("v")[row]) if joined else math.nan, count))
-        seen.update({(w.sensor_id, w.start_ms): w for w in windows.close_ready()})
+        for row, event in enumerate(part):
+            joined, total, count = reference.add(*event)
+            assert bool(view.joined[row]) == joined
+            if joined:
+                assert (float(view.total("v")[row]), int(view.counts[row, 0])) == (total, count)
+        closed = windows.close_ready()
+        assert [(w.sensor_id, w.start_ms) for w in closed] == reference.close()
+        seen.update({(w.sensor_id, w.start_ms): w for w in closed})
     seen.update({(w.sensor_id, w.start_ms): w for _, w in windows._open.values()})
-    assert [(joined, count) for joined, _, count in got] == [(j, c) for j, _, c in expected]
-    for (joined, total, _), (_, want, _) in zip(got, expected, strict=True):
-        assert not joined or total == want
-    assert set(seen) == set(expected_stats)
+    expected = reference.stats()
+    assert set(seen) == set(expected)
     for key, window in seen.items():
-        want = expected_stats[key]
+        want = expected[key]
         stats = window.measures.get("v")
         assert (window.count, stats.count if stats else 0) == (want["count"], want["n"])
         if stats:

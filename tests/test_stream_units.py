@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartcity.contract import ContractError, ReadingDecoder, validate_reading
 from smartcity_stream.rules import RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
+from smartcity_stream.worker import _coordinator_away
 
 MINUTE = 60_000
 T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
@@ -218,3 +220,10 @@ def test_decoder_takes_an_integral_number_as_an_integer() -> None:
     with pytest.raises(ContractError) as fraction:
         decoder.decode(orjson.dumps(traffic(1, vehicle_count=7.5)))
     assert fraction.value.reason == "out_of_contract" and "vehicle_count" in str(fraction.value)
+
+
+def test_only_a_missing_coordinator_makes_a_commit_wait() -> None:
+    assert _coordinator_away(KafkaException(KafkaError(KafkaError._WAIT_COORD)))
+    assert _coordinator_away(KafkaException(KafkaError(KafkaError.NOT_COORDINATOR)))
+    assert not _coordinator_away(KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION)))
+    assert not _coordinator_away(OSError("disk"))
