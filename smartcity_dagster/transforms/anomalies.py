@@ -15,6 +15,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from smartcity_stream.anomalies import ANOMALY_SCHEMA, anomaly_table
+from smartcity_stream.columns import Readings
 from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
 
@@ -37,33 +38,36 @@ def detect_batch(
 def _detect_sensor(
     rows: pd.DataFrame, sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
 ) -> list[dict[str, Any]]:
-    engine = RuleEngine(config, sensors)
-    windows = TumblingWindows()
-    found = []
+    """One sensor's day in event-time order, judged as one batch by the stream's code."""
+    if rows.empty:
+        return []
     ordered = rows.sort_values(["event_time", "seq"])
-    event_ms = ordered["event_time"].astype("int64") // 1_000_000
-    for reading, millis in zip(ordered.to_dict("records"), event_ms.tolist(), strict=True):
-        reading = {
-            k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in reading.items()
-        }
-        values = {name: reading.get(name) for name in MEASURES[reading["sensor_type"]]}
-        window = windows.add("batch", reading["sensor_id"], reading["sensor_type"], millis, values)
-        for finding in engine.evaluate(reading, millis, window):
-            start = window.start_ms if window else millis
-            found.append(
-                {
-                    "anomaly_id": f"batch:{reading['sensor_id']}:{finding.kind}:{reading['seq']}",
-                    "sensor_id": reading["sensor_id"],
-                    "sensor_type": reading["sensor_type"],
-                    "kind": finding.kind,
-                    "severity": finding.severity,
-                    "event_time": millis,
-                    "window_start": start,
-                    "window_end": window.end_ms if window else millis,
-                    "detected_at": millis,
-                    "values": finding.values,
-                }
-            )
+    sensor_type = str(ordered["sensor_type"].iloc[0])
+    event_ms = (ordered["event_time"].astype("int64") // 1_000_000).tolist()
+    records = [
+        {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in reading.items()}
+        for reading in ordered.to_dict("records")
+    ]
+    readings = Readings.from_rows(sensor_type, records, event_ms)
+    view = TumblingWindows().add_batch("batch", readings, MEASURES[sensor_type])
+    found = []
+    for row, finding in RuleEngine(config, sensors).evaluate_batch(readings, view):
+        reading, millis = records[row], event_ms[row]
+        joined = bool(view.joined[row])
+        found.append(
+            {
+                "anomaly_id": f"batch:{reading['sensor_id']}:{finding.kind}:{reading['seq']}",
+                "sensor_id": reading["sensor_id"],
+                "sensor_type": sensor_type,
+                "kind": finding.kind,
+                "severity": finding.severity,
+                "event_time": millis,
+                "window_start": int(view.start_ms[row]) if joined else millis,
+                "window_end": int(view.end_ms[row]) if joined else millis,
+                "detected_at": millis,
+                "values": finding.values,
+            }
+        )
     return found
 
 
