@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_cache_mb: int = Field(
         default=1024, ge=16, le=1_048_576, description="memory each API worker keeps lake reads in"
     )
+    api_response_cache_s: float = Field(
+        default=1.0, ge=0, le=60, description="how long the API reuses a hot route's answer"
+    )
     spark_master: str = "local[*]"
     spark_driver_memory: str = "4g"
     partitions_start: str = Field(default="2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")

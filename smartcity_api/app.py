@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,9 +17,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from smartcity.settings import Settings, load_settings
 from smartcity_api import __version__, errors
 from smartcity_api.broker import Broker
-from smartcity_api.deps import require_api_key
+from smartcity_api.deps import declare_api_key, require_api_key
 from smartcity_api.metrics import ApiMetrics, CheckFailures, MetricsMiddleware
 from smartcity_api.models import Root
+from smartcity_api.response_cache import ResponseCache
 from smartcity_api.responses import OrjsonResponse, error_responses, json_response
 from smartcity_api.routers import (
     aggregates,
@@ -53,15 +54,15 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.registry.register(CheckFailures(app.state.reader.check_failures))
     errors.install(app)
 
-    api = APIRouter(
-        prefix=API_PREFIX,
-        dependencies=[Depends(require_api_key)],
-        responses=error_responses(401, 422, 503),
-    )
     for module in (sensors, aggregates, anomalies, quality, statistics, export):
-        api.include_router(module.router)
-    app.include_router(api)
+        app.include_router(
+            module.router,
+            prefix=API_PREFIX,
+            dependencies=[Depends(require_api_key)],
+            responses=error_responses(401, 422, 503),
+        )
     app.include_router(health.router)
+    declare_api_key(app, API_PREFIX)
 
     @app.get("/", response_model=Root, tags=["meta"], summary="What this service is")
     async def root() -> Any:
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(ResponseCache, ttl_s=settings.api_response_cache_s)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

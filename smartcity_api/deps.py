@@ -7,20 +7,15 @@ the threadpool, a hop that costs more than the whole check.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, FastAPI, Request
 
 from smartcity.settings import Settings
 from smartcity_api.errors import ApiError
 from smartcity_api.store import LakeReader
 
-_api_key_header = APIKeyHeader(
-    name="X-API-Key",
-    auto_error=False,
-    description="Needed on /api/v1/* when the server has SMARTCITY_API_KEY set.",
-)
+API_KEY_HEADER = "X-API-Key"
 
 
 async def get_settings(request: Request) -> Settings:
@@ -31,16 +26,43 @@ async def get_reader(request: Request) -> LakeReader:
     return request.app.state.reader
 
 
-async def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
-    given: Annotated[str | None, Security(_api_key_header)] = None,
-) -> None:
-    """401 unless the header matches; compared in constant time. Open when no key is set."""
+async def require_api_key(request: Request) -> None:
+    """401 unless the header matches; compared in constant time. Open when no key is set.
+
+    It reads the settings and the header from the request itself: each sub-dependency
+    costs FastAPI a resolution on every request. `declare_api_key` puts the scheme in the
+    OpenAPI document.
+    """
+    settings: Settings = request.app.state.settings
     if settings.api_key is None:
         return
+    given = request.headers.get(API_KEY_HEADER)
     expected = settings.api_key.get_secret_value().encode()
     if given is None or not secrets.compare_digest(given.encode(), expected):
-        raise ApiError(401, "X-API-Key: missing or wrong API key")
+        raise ApiError(401, f"{API_KEY_HEADER}: missing or wrong API key")
+
+
+def declare_api_key(app: FastAPI, prefix: str) -> None:
+    """Give every operation under `prefix` the API-key security scheme in the OpenAPI
+    document, as a `Security` dependency would have."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["APIKeyHeader"] = {
+                "type": "apiKey",
+                "in": "header",
+                "name": API_KEY_HEADER,
+                "description": "Needed on /api/v1/* when the server has SMARTCITY_API_KEY set.",
+            }
+            for path, operations in schema["paths"].items():
+                for operation in operations.values() if path.startswith(prefix) else ():
+                    operation["security"] = [{"APIKeyHeader": []}]
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

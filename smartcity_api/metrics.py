@@ -17,6 +17,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "unmatched"
+ROUTE_TEMPLATE = "smartcity.route_template"
+"""Scope key under which an answer served without routing names its route."""
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -64,6 +66,8 @@ def route_template(scope: Scope) -> str:
     declared in its router (`/sensors/{sensor_id}`), and the full template is on the
     effective route context it records in `scope["fastapi"]`.
     """
+    if ROUTE_TEMPLATE in scope:
+        return str(scope[ROUTE_TEMPLATE])
     context = scope.get("fastapi", {}).get("effective_route_context")
     effective = getattr(context, "path", None)
     if isinstance(effective, str):

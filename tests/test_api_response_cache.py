@@ -1,0 +1,75 @@
+"""The micro-cache of hot answers: what it reuses, for how long, and what it never keeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from smartcity_api.metrics import route_template
+from smartcity_api.response_cache import ResponseCache
+
+LATEST = "/api/v1/sensors/latest"
+READINGS = "/api/v1/sensors/{sensor_id}/readings"
+
+
+class Counting:
+    """An app answering `status` with a body naming how many calls it has had."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.calls = 0
+        self.status = status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        scope["route"] = Route(READINGS, endpoint=lambda _: None)
+        await send({"type": "http.response.start", "status": self.status, "headers": []})
+        await send({"type": "http.response.body", "body": b"call %d" % self.calls})
+
+
+def get(
+    app: ResponseCache, path: str, query: bytes = b"", key: bytes | None = None
+) -> tuple[bytes, str]:
+    headers = [(b"x-api-key", key)] if key is not None else []
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query}
+    scope["headers"] = headers
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(app(scope, receive, send))
+    return sent[-1]["body"], route_template(scope)
+
+
+def test_the_same_get_within_the_ttl_is_answered_once() -> None:
+    now = [0.0]
+    inner = Counting()
+    app = ResponseCache(inner, ttl_s=1.0, timer=lambda: now[0])
+    assert get(app, LATEST, b"sensor_type=traffic")[0] == b"call 1"
+    now[0] = 0.9
+    assert get(app, LATEST, b"sensor_type=traffic")[0] == b"call 1"
+    assert get(app, LATEST, b"sensor_type=energy")[0] == b"call 2"
+    assert get(app, LATEST, b"sensor_type=traffic", key=b"other")[0] == b"call 3"
+    now[0] = 1.5
+    assert get(app, LATEST, b"sensor_type=traffic")[0] == b"call 4"
+
+
+def test_errors_other_routes_and_a_zero_ttl_are_never_reused() -> None:
+    failing = ResponseCache(Counting(404), ttl_s=60)
+    assert [get(failing, LATEST)[0] for _ in range(2)] == [b"call 1", b"call 2"]
+    other = ResponseCache(Counting(), ttl_s=60)
+    assert [get(other, "/api/v1/anomalies")[0] for _ in range(2)] == [b"call 1", b"call 2"]
+    off = ResponseCache(Counting(), ttl_s=0)
+    assert [get(off, LATEST)[0] for _ in range(2)] == [b"call 1", b"call 2"]
+
+
+def test_a_reused_answer_keeps_its_route_for_the_metrics() -> None:
+    app = ResponseCache(Counting(), ttl_s=60)
+    first = get(app, "/api/v1/sensors/TRAFFIC_0001/readings")
+    again = get(app, "/api/v1/sensors/TRAFFIC_0001/readings")
+    assert first == again == (b"call 1", READINGS)
