@@ -37,11 +37,11 @@ def rfc3339_text(times: pa.ChunkedArray) -> pa.ChunkedArray:
     microseconds, `Z`), computed in Arrow: making a Python datetime per row first is most of
     the cost of rendering rows."""
     whole = pc.equal(pc.floor_temporal(times, unit="second"), times)
-    seconds = pc.cast(times, pa.timestamp("s", "UTC"), safe=False)
-    micros = pc.cast(times, pa.timestamp("us", "UTC"))
-    return pc.if_else(
-        whole, pc.strftime(seconds, format=RFC3339_Z), pc.strftime(micros, format=RFC3339_Z)
-    )
+    seconds = pc.strftime(pc.cast(times, pa.timestamp("s", "UTC"), safe=False), format=RFC3339_Z)
+    if pc.all(whole).as_py() is not False:
+        return seconds
+    micros = pc.strftime(pc.cast(times, pa.timestamp("us", "UTC")), format=RFC3339_Z)
+    return pc.if_else(whole, seconds, micros)
 
 
 def render_rows(table: pa.Table) -> list[bytes]:
