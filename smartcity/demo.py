@@ -255,6 +255,19 @@ def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+def dagster_webserver_command(port: int) -> list[str]:
+    """Dagster's UI over the project's `workspace.yaml`, on loopback."""
+    return [
+        str(BIN / "dagster-webserver"),
+        "-w",
+        "workspace.yaml",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+
+
 def serve(run: DemoRun) -> None:
     """API, Dagster UI and daemon, live simulation and worker, until Ctrl-C."""
     api_port, ui_port = free_port(), free_port()
@@ -279,15 +292,7 @@ def serve(run: DemoRun) -> None:
             str(run.folder / "live-summary.json"),
         ],
         "api": [str(BIN / "smartcity"), "api", "--port", str(api_port)],
-        "dagster-webserver": [
-            str(BIN / "dagster-webserver"),
-            "-w",
-            "workspace.yaml",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(ui_port),
-        ],
+        "dagster-webserver": dagster_webserver_command(ui_port),
         "dagster-daemon": [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
     }
     logs = run.settings.runtime_dir / "demo-logs"

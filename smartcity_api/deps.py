@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: the lake reader, the settings and the API key check.
+"""Dependencies shared by the routers: the lake reader and the API key check.
 
 They are coroutines because none of them blocks: FastAPI runs a plain `def` dependency in
 the threadpool, a hop that costs more than the whole check.
@@ -16,10 +16,6 @@ from smartcity_api.errors import ApiError
 from smartcity_api.store import LakeReader
 
 API_KEY_HEADER = "X-API-Key"
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 async def get_reader(request: Request) -> LakeReader:
@@ -65,5 +61,4 @@ def declare_api_key(app: FastAPI, prefix: str) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReaderDep = Annotated[LakeReader, Depends(get_reader)]

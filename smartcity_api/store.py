@@ -115,9 +115,8 @@ class LakeReader:
         self._flights: dict[Hashable, threading.Lock] = {}
         self._listings: TTLCache[str, Listing] = TTLCache(4096, LISTING_TTL_S)
         self._registry: TTLCache[str, Any] = TTLCache(2, REGISTRY_TTL_S)
-        self._live: TTLCache[str, Any] = TTLCache(4, LIVE_TTL_S)
+        self._live: TTLCache[Hashable, Any] = TTLCache(256, LIVE_TTL_S)
         self._derived: TTLCache[Hashable, Any] = TTLCache(1024, LISTING_TTL_S)
-        self._live_views: TTLCache[Hashable, Any] = TTLCache(256, LIVE_TTL_S)
         self._kept: LRUCache[Hashable, Any] = LRUCache(settings.api_cache_mb * MB, _size)
         self.whole_read_bytes = settings.api_cache_mb * MB // WHOLE_READ_SHARE
         """A partition stored in at most this many bytes is read whole and kept (its rows in
@@ -154,7 +153,7 @@ class LakeReader:
 
     def live_view(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A value derived from the live state, as fresh as `latest()`."""
-        return self.memo(self._live_views, key, compute)
+        return self.memo(self._live, key, compute)
 
     def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
         """A short-lived result derived from lake files (as fresh as the listings)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from smartcity.demo import dagster_webserver_command
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
 from smartcity.services.processes import free_port, stop_sessions
@@ -42,15 +43,7 @@ def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
     port = free_port()
     started = [
         subprocess.Popen(
-            [
-                str(BIN / "dagster-webserver"),
-                "-w",
-                "workspace.yaml",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            dagster_webserver_command(port),
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,

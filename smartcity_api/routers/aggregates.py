@@ -93,7 +93,7 @@ def _render(reader: LakeReader, partition: Partition, query: AggregatesQuery) ->
         where &= ds.field("district") == query.district
     if query.sensor_id is not None:
         where &= ds.field("sensor_id") == query.sensor_id
-    rows = reader.scan(list(partition), columns=None, where=where).sort_by(ROW_ORDER)
+    rows = reader.scan(partition, columns=None, where=where).sort_by(ROW_ORDER)
     fields = {
         "table": query.table,
         "date": query.date.isoformat(),

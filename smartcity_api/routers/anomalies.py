@@ -49,8 +49,8 @@ def _one_day(
     known: set[str] = set()
     events = reader.partition(ANOMALY_EVENTS, day)
     if events is not None:
-        table = reader.scan(list(events), None, in_range)
-        known = set(reader.scan(list(events), ["anomaly_id"]).column("anomaly_id").to_pylist())
+        table = reader.scan(events, None, in_range)
+        known = set(reader.scan(events, ["anomaly_id"]).column("anomaly_id").to_pylist())
         rows = list(
             {
                 r["anomaly_id"]: r for r in table.to_pylist() if r.get("source") in SOURCES[source]
