@@ -8,6 +8,8 @@ and lands exactly that range again first, so the replay rewrites the same file n
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,11 +75,22 @@ class PartitionProgress:
         )
 
 
+def read_progress(lake: Lake, key: str, attempts: int = 5) -> PartitionProgress:
+    """One manifest. On S3 a read races the worker's next replacement of it: the client
+    asks the object's size first, so a manifest that grew in between comes back cut at the
+    old size. Such a read is taken again."""
+    for _ in range(attempts - 1):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            return PartitionProgress.from_json(lake.read_bytes(key))
+        time.sleep(0.05)
+    return PartitionProgress.from_json(lake.read_bytes(key))
+
+
 def load_progress(lake: Lake, topic: str, partition: int) -> PartitionProgress:
     key = progress_key(topic, partition)
     if not lake.exists(key):
         return PartitionProgress(topic, partition)
-    return PartitionProgress.from_json(lake.read_bytes(key))
+    return read_progress(lake, key)
 
 
 def save_progress(lake: Lake, progress: PartitionProgress) -> None:
@@ -89,7 +102,7 @@ def load_all_progress(lake: Lake) -> list[PartitionProgress]:
     from smartcity.layout import PROGRESS
 
     return [
-        PartitionProgress.from_json(lake.read_bytes(info.path.removeprefix(lake.root + "/")))
+        read_progress(lake, info.path.removeprefix(lake.root + "/"))
         for info in lake.list_files(PROGRESS)
         if info.path.endswith(".json")
     ]
