@@ -19,6 +19,7 @@ from smartcity.settings import Settings, load_settings
 from smartcity_api import __version__, errors
 from smartcity_api.broker import Broker
 from smartcity_api.deps import declare_api_key, require_api_key
+from smartcity_api.hot_routes import HotRoutes
 from smartcity_api.metrics import ApiMetrics, CheckFailures, MetricsMiddleware
 from smartcity_api.models import Root
 from smartcity_api.response_cache import ResponseCache
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(HotRoutes, settings=settings, reader=app.state.reader)
     app.add_middleware(ResponseCache, ttl_s=settings.api_response_cache_s)
     if settings.cors_origins:
         app.add_middleware(

@@ -17,6 +17,8 @@ SENSOR_ID_PATTERN: str = reading_schema()["properties"]["sensor_id"]["pattern"]
 """The contract's pattern: anything else (a '/', '..', a space) is a 422, not a lookup."""
 
 MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 1000
+MAX_CURSOR = 200
 MAX_RANGE = timedelta(days=31)
 EXAMPLE_SENSOR = "TRAFFIC_0001"
 EXAMPLE_DATE = "2026-11-27"

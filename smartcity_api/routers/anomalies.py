@@ -13,6 +13,7 @@ from smartcity_api.catalog import ANOMALY_EVENTS
 from smartcity_api.deps import ReaderDep
 from smartcity_api.models import AnomalyList
 from smartcity_api.params import (
+    DEFAULT_LIMIT,
     DistrictFilter,
     End,
     SensorIdFilter,
@@ -97,7 +98,7 @@ def anomalies(
             examples=["all"],
         ),
     ] = "all",
-    limit: Annotated[int, limit_param()] = 1000,
+    limit: Annotated[int, limit_param()] = DEFAULT_LIMIT,
 ) -> Any:
     """Ordered by event time."""
     start, end = checked_range(start, end)
