@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -44,17 +45,40 @@ from smartcity_api.store import LakeReader
 router = APIRouter(prefix="/sensors", tags=["sensors"])
 
 
-def _latest_table(reader: LakeReader) -> pa.Table:
-    """The live latest readings with each sensor's district from the registry, in Arrow:
-    it is rebuilt every second, and Python rows of every sensor would cost milliseconds."""
+@dataclass(frozen=True)
+class LiveLatest:
+    """The live latest readings with each sensor's district, each row rendered once.
 
-    def table() -> pa.Table:
+    It is rebuilt every second; the answers of `latest` pick their rows from it, so a
+    second's worth of requests with any filters renders each reading once.
+    """
+
+    table: pa.Table
+    items: list[bytes]
+    types: list[str]
+    districts: list[str | None]
+
+    def rendered(self, sensor_type: str | None, district: str | None, limit: int) -> bytes:
+        items = [
+            item
+            for item, its_type, its_district in zip(
+                self.items, self.types, self.districts, strict=True
+            )
+            if sensor_type in (None, its_type) and district in (None, its_district)
+        ][:limit]
+        return with_items({"count": len(items)}, items)
+
+
+def _live_latest(reader: LakeReader) -> LiveLatest:
+    def build() -> LiveLatest:
         registry = reader.registry()
         found = reader.latest().drop_columns(list(KAFKA_COLUMNS))
         places = pc.index_in(found.column("sensor_id"), value_set=registry.column("sensor_id"))
-        return found.append_column("district", registry.column("district").take(places))
+        table = found.append_column("district", registry.column("district").take(places))
+        types = table.column("sensor_type").to_pylist()
+        return LiveLatest(table, render_rows(table), types, table.column("district").to_pylist())
 
-    return reader.live_view("latest table", table)
+    return reader.live_view("latest rendered", build)
 
 
 @router.get("", response_model=SensorPage, summary="The sensor registry")
@@ -88,13 +112,7 @@ async def latest_readings(
     """From the stream worker's live state (about a second old), in sensor id order."""
 
     def body() -> bytes:
-        rows = _latest_table(reader)
-        if sensor_type is not None:
-            rows = rows.filter(pc.field("sensor_type") == sensor_type)
-        if district is not None:
-            rows = rows.filter(pc.field("district") == district)
-        items = render_rows(rows.slice(0, limit))
-        return with_items({"count": len(items)}, items)
+        return _live_latest(reader).rendered(sensor_type, district, limit)
 
     key = ("latest", sensor_type, district, limit)
     return rendered_response(await answer(lambda: reader.live_view(key, body)))
@@ -108,7 +126,7 @@ async def latest_readings(
 )
 def sensor_detail(reader: ReaderDep, sensor_id: SensorIdPath) -> Any:
     sensor = known_sensor(reader, sensor_id)
-    found = _latest_table(reader).filter(pc.field("sensor_id") == sensor_id).to_pylist()
+    found = _live_latest(reader).table.filter(pc.field("sensor_id") == sensor_id).to_pylist()
     latest = found[0] if found else None
     history = History(reader, str(sensor["sensor_type"]), sensor_id)
     count = reader.derived(("count", sensor_id), history.count)
