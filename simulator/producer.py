@@ -91,7 +91,7 @@ class ReadingProducer:
             collections.defaultdict(collections.deque)
         )
         config = client_config(
-            settings, **PRODUCER_CONFIG, **(overrides or {}), on_delivery=self._on_delivery
+            settings, **{**PRODUCER_CONFIG, **(overrides or {})}, on_delivery=self._on_delivery
         )
         self._producer = Producer(config)
 
