@@ -47,11 +47,16 @@ def preload(settings: Settings, messages: int) -> int:
     return producer.acknowledged
 
 
-def worker_rate(settings: Settings, lake: Path, batch_size: int) -> tuple[int, float, float]:
+def worker_rate(
+    settings: Settings, lake: Path, batch_size: int, land_messages: int
+) -> tuple[int, float, float]:
     """Messages, seconds from first batch to last commit, and seconds of the whole run
     (start-up and group join included, the idle wait at the end not)."""
     options = WorkerOptions(
-        batch_size=batch_size, until_idle_s=IDLE_S, group_id=f"bench-{uuid.uuid4().hex[:6]}"
+        batch_size=batch_size,
+        land_messages=land_messages,
+        until_idle_s=IDLE_S,
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
     )
     local = settings.model_copy(update={"lake_uri": lake.as_uri()})
     worker = StreamWorker(local, sensors_by_id(registry_table(build_registry())), options)
@@ -88,7 +93,7 @@ def bare_rate(settings: Settings, expected: int) -> tuple[int, float]:
     return seen, elapsed
 
 
-def live_latency(settings: Settings, lake: Path, seconds: int) -> list[float]:
+def live_latency(settings: Settings, lake: Path, seconds: int, anomaly_rate: float) -> list[float]:
     """Anomaly latencies (s) with a worker following a live simulation at 2,100 msgs/s."""
     options = WorkerOptions(group_id=f"bench-live-{uuid.uuid4().hex[:6]}")
     local = settings.model_copy(update={"lake_uri": lake.as_uri()})
@@ -110,7 +115,7 @@ def live_latency(settings: Settings, lake: Path, seconds: int) -> list[float]:
             "--rate",
             "2100",
             "--anomaly-rate",
-            "20",
+            str(anomaly_rate),
             "--no-progress",
         ],
         env=env,
@@ -155,13 +160,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=500_000)
     parser.add_argument("--live-seconds", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=WorkerOptions.batch_size)
+    parser.add_argument("--land-messages", type=int, default=WorkerOptions.land_messages)
+    parser.add_argument(
+        "--anomaly-rate",
+        type=float,
+        default=20.0,
+        help="planted anomalies per sensor and hour in the live run (more: a steadier p99)",
+    )
     args = parser.parse_args(argv)
     with broker() as settings, tempfile.TemporaryDirectory(prefix="smartcity-lake-") as lake:
         topics = fresh_topics(settings)
         loaded = preload(topics, args.messages)
-        worker_n, worker_s, whole_s = worker_rate(topics, Path(lake), args.batch_size)
+        worker_n, worker_s, whole_s = worker_rate(
+            topics, Path(lake), args.batch_size, args.land_messages
+        )
         bare_n, bare_s = bare_rate(topics, loaded)
-        latencies = live_latency(fresh_topics(settings), Path(lake) / "live", args.live_seconds)
+        latencies = live_latency(
+            fresh_topics(settings), Path(lake) / "live", args.live_seconds, args.anomaly_rate
+        )
     worker, bare = worker_n / worker_s, bare_n / bare_s
     print(f"stream worker : {worker_n:>9,} msgs in {worker_s:6.2f} s = {worker:>9,.0f} msgs/s")
     print(f"  whole run   : {whole_s:6.2f} s with start-up = {worker_n / whole_s:>9,.0f} msgs/s")

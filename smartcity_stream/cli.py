@@ -23,7 +23,17 @@ def stream(
         None, "--until-idle", min=0.1, help="Exit after this many seconds without messages."
     ),
     batch_size: int = typer.Option(
-        WorkerOptions.batch_size, min=1, help="Messages consumed per batch."
+        WorkerOptions.batch_size, min=1, help="Most messages taken by one consume."
+    ),
+    land_messages: int = typer.Option(
+        WorkerOptions.land_messages,
+        min=1,
+        help="Land once this many consumed messages wait in all (or --land-after passed).",
+    ),
+    land_after: float = typer.Option(
+        WorkerOptions.land_after_s,
+        min=0,
+        help="Land once the oldest consumed message waited this long, seconds.",
     ),
     window: float = typer.Option(60.0, min=1, help="Tumbling window size, seconds."),
     lateness: float = typer.Option(30.0, min=0, help="Allowed lateness, seconds."),
@@ -44,6 +54,8 @@ def stream(
     cluster_metadata(settings)
     options = WorkerOptions(
         batch_size=batch_size,
+        land_messages=land_messages,
+        land_after_s=land_after,
         window_s=window,
         allowed_lateness_s=lateness,
         until_idle_s=until_idle,
@@ -56,7 +68,7 @@ def stream(
     worker = StreamWorker(settings, sensors, options)
     worker.install_signal_handlers()
     totals = worker.run()
-    table = Table("consumed", "landed", "dead letters", "anomalies", "late", "files", "batches")
+    table = Table("consumed", "landed", "dead letters", "anomalies", "late", "files", "rounds")
     table.add_row(
         *(
             str(v)
@@ -67,7 +79,7 @@ def stream(
                 totals.anomalies,
                 totals.late,
                 totals.files,
-                totals.batches,
+                totals.rounds,
             )
         )
     )

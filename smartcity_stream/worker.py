@@ -1,11 +1,22 @@
-"""The stream worker's loop: consume a batch, land it durably, then commit its offsets.
+"""The stream worker's loop: detect on every short consume, land in rounds, commit after.
 
-Per batch and per topic-partition: decode and check every message (bad ones to the
-dead-letter topic with the reason), write the partition's intent into its progress
-manifest, land the valid rows as Parquet files named by their offsets, publish dead letters
-and anomalies and wait for their acknowledgement, commit the offsets synchronously, and
-only then record the new progress. A crash anywhere before the commit replays the batch;
-the intent makes the replay produce the same files.
+Each consume is short (`poll_timeout_s`, 10 ms at the live rate; up to `batch_size`
+messages when behind), and its messages go straight through detection: decode and check
+every message (bad ones to the dead-letter topic with the reason), windows, rules, anomalies
+published, live state. The valid rows then wait in a buffer per topic-partition
+(`smartcity_stream.buffer`) until a landing round is due (`land_messages` in all, or the
+oldest waited `land_after_s`). A round, per partition: write the buffered offset range as
+the intent into the progress manifest, land the rows as Parquet files named by their
+offsets, wait until every dead letter and anomaly is acknowledged, commit the offsets
+synchronously, and only then record the new progress.
+
+A crash anywhere before the commit replays from the last committed offset, and detection
+state, being in memory, starts again with it: anomalies and dead letters of the replayed
+range are published again (an anomaly keeps its id), rows are not landed twice. A worker
+taking a partition with an intent over holds its messages back until it has that exact
+range, then detects and lands it at once, so the replay rewrites the same file names. A
+rebalance lands what the revoked partitions have in hand before they go; SIGTERM and
+`--until-idle` land everything in hand before the worker leaves.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import (
@@ -38,6 +49,12 @@ from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream import metrics
+from smartcity_stream.buffer import (
+    LandingBuffers,
+    LandingPolicy,
+    PartitionBuffer,
+    TopicPartitionKey,
+)
 from smartcity_stream.columns import Readings
 from smartcity_stream.landing import (
     LandingFile,
@@ -56,16 +73,19 @@ log = logging.getLogger("smartcity.stream")
 GROUP_ID = "smartcity-stream"
 UNASSIGNED_PATIENCE_S = 60.0
 LAG_EVERY_S = 5.0
-TopicPartitionKey = tuple[str, int]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    # Large batches spread each batch's fixed costs (a Parquet file per partition and hour,
-    # the progress records, a synchronous commit) thinly; at the live rate the poll timeout,
-    # not the size, ends a batch.
+    # A reading waits in the consume call before detection sees it, so the consume window
+    # is short; `batch_size` caps a consume when the worker is behind. Landing has fixed
+    # costs per round (a Parquet file per partition and hour, the progress records, a
+    # synchronous commit), so rows gather until `land_messages` in all or `land_after_s`.
     batch_size: int = 50_000
-    poll_timeout_s: float = 0.1
+    poll_timeout_s: float = 0.01
+    land_messages: int = 50_000
+    land_after_s: float = 1.0
     window_s: float = 60.0
     allowed_lateness_s: float = 30.0
     live_every_s: float = 1.0
@@ -79,12 +99,11 @@ class WorkerOptions:
 
 
 @dataclass(frozen=True)
-class SegmentPlan:
-    """What one partition's segment of a batch becomes in the lake."""
+class LandingPlan:
+    """What one partition's buffered range becomes in the lake."""
 
     files: list[LandingFile]
     anomaly_files: list[LandingFile]
-    watermark: str | None
 
 
 @dataclass
@@ -94,17 +113,24 @@ class WorkerTotals:
     dead_letters: int = 0
     anomalies: int = 0
     late: int = 0
-    batches: int = 0
+    rounds: int = 0
     files: int = 0
     by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    # perf_counter when the first batch arrived and when the last one was committed: the
+    # perf_counter when the first batch arrived and when the last round was committed: the
     # span a throughput figure divides by (start-up and the idle wait at the end excluded).
     first_batch_at: float | None = None
     last_batch_at: float | None = None
 
 
 class DeliveryFailed(RuntimeError):
-    """The broker did not acknowledge a dead letter or an anomaly; the batch is replayed."""
+    """The broker did not acknowledge a dead letter or an anomaly; the range is replayed."""
+
+
+class PartitionsLost(RuntimeError):
+    """The group took partitions away without a rebalance (the session expired) while rows
+    of theirs were detected but not landed: nothing can be committed for them any more, and
+    the windows and baselines already hold those rows, so the worker stops; a restart replays
+    them from the last commit with its state starting there too."""
 
 
 class StreamWorker:
@@ -124,6 +150,10 @@ class StreamWorker:
         self.totals = WorkerTotals()
         self.topic_types = {settings.reading_topic(t): t for t in SENSOR_TYPES}
         self.progress: dict[TopicPartitionKey, PartitionProgress] = {}
+        self.buffers = LandingBuffers(LandingPolicy(options.land_messages, options.land_after_s))
+        # Per partition taken over with an intent: its range, and the messages held back
+        # until that whole range is in hand.
+        self.intents: dict[TopicPartitionKey, tuple[int, int]] = {}
         self.held: dict[TopicPartitionKey, list[Message]] = {}
         self.stopping = False
         self._delivery_errors: list[str] = []
@@ -154,7 +184,7 @@ class StreamWorker:
         )
 
     def request_stop(self, *_: object) -> None:
-        """SIGTERM/SIGINT: finish the batch in hand, commit, and leave."""
+        """SIGTERM/SIGINT: land what is in hand, commit, and leave."""
         self.stopping = True
 
     def run(self) -> WorkerTotals:
@@ -166,7 +196,10 @@ class StreamWorker:
             )
             self.metrics_port = server.server_port
         self.consumer.subscribe(
-            list(self.topic_types), on_assign=self._on_assign, on_revoke=self._on_revoke
+            list(self.topic_types),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         try:
             while not self.stopping:
@@ -177,14 +210,18 @@ class StreamWorker:
                     self._last_message_at = time.monotonic()
                     if self.totals.first_batch_at is None:
                         self.totals.first_batch_at = time.perf_counter()
-                    self.process(messages)
-                elif self.held:
-                    self.process([], release_held=True)
+                    self.take(messages)
                 elif self._idle_long_enough():
                     break
+                if self.held:
+                    self._release_held()
+                if self.buffers.due(time.monotonic()):
+                    self.land()
                 self._maybe_flush_live()
                 self._maybe_update_lag()
+            self.land()
         finally:
+            self.buffers.clear()  # after a failure nothing more lands: it is replayed
             self._maybe_flush_live(force=True)
             self.consumer.close()
             self.producer.flush(10)
@@ -241,85 +278,90 @@ class StreamWorker:
         self._assigned_once = self._assigned_once or bool(partitions)
         log.info("assigned %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions))
         for tp in partitions:
-            self.progress[(tp.topic, tp.partition)] = load_progress(
-                self.lake, tp.topic, tp.partition
-            )
+            key = (tp.topic, tp.partition)
+            progress = self.progress[key] = load_progress(self.lake, tp.topic, tp.partition)
+            if progress.pending_first is not None and progress.pending_last is not None:
+                self.intents[key] = (progress.pending_first, progress.pending_last)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A rebalance takes partitions away: what they have in hand lands and is committed
+        first, so the next owner goes on from there (a range still held back for an intent
+        is left for it to replay)."""
         log.info("revoked %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions))
-        for tp in partitions:
-            self.progress.pop((tp.topic, tp.partition), None)
-            self.held.pop((tp.topic, tp.partition), None)
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.land(keys)
+        self._forget(keys)
 
-    def process(self, messages: list[Message], release_held: bool = False) -> None:
-        """Land one consumed batch and commit it (see the module docstring for the order).
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("lost %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions))
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        unlanded = self.buffers.take(keys)
+        self._forget(keys)
+        if unlanded:
+            raise PartitionsLost(f"{len(unlanded)} partitions lost with rows not landed")
 
-        `release_held` lands messages held back for an intent even if the intent's range is
-        not complete: the partition has nothing more to give.
-        """
+    def _forget(self, keys: list[TopicPartitionKey]) -> None:
+        for key in keys:
+            self.progress.pop(key, None)
+            self.intents.pop(key, None)
+            self.held.pop(key, None)
+
+    def take(self, messages: list[Message]) -> None:
+        """Detect on one consumed batch at once; its rows wait in the buffers to land."""
         started = time.perf_counter()
-        segments = self._segments(messages, release_held)
-        if not segments:
-            return
-        plans: dict[TopicPartitionKey, SegmentPlan] = {}
-        for tp, batch in segments.items():
-            plans[tp] = self._prepare(tp, batch)
-            progress = self.progress[tp]
-            progress.pending_first, progress.pending_last = batch[0].offset(), batch[-1].offset()
-        for tp in plans:
-            self._durably(lambda tp=tp: save_progress(self.lake, self.progress[tp]))
-        for plan in plans.values():
-            files = [*plan.files, *plan.anomaly_files]
-            self._durably(lambda files=files: write_files(self.lake, files))
-        self._publish_and_wait()
-        self._commit(
-            [TopicPartition(tp[0], tp[1], batch[-1].offset() + 1) for tp, batch in segments.items()]
-        )
-        for tp, plan in plans.items():
-            progress = self.progress[tp]
-            progress.committed_offset = segments[tp][-1].offset() + 1
-            progress.pending_first = progress.pending_last = None
-            progress.watermark = plan.watermark or progress.watermark
-            progress.record(plan.files)
-            self._durably(lambda progress=progress: save_progress(self.lake, progress))
-            self.totals.files += len(plan.files)
-        self.totals.batches += 1
-        self.totals.last_batch_at = time.perf_counter()
-        metrics.BATCH_SECONDS.observe(self.totals.last_batch_at - started)
+        for tp, batch, replay in self._segments(messages):
+            self._detect_segment(tp, batch)
+            if replay:
+                self.land([tp])
+        self.producer.poll(0)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _segments(
-        self, messages: list[Message], release_held: bool
-    ) -> dict[TopicPartitionKey, list[Message]]:
-        """Group by partition; replay a pending intent's exact range before anything else."""
-        grouped: dict[TopicPartitionKey, list[Message]] = {
-            tp: list(held) for tp, held in self.held.items()
-        }
-        self.held = {}
+        self, messages: list[Message]
+    ) -> list[tuple[TopicPartitionKey, list[Message], bool]]:
+        """(partition, messages, replays an intent) in the order to detect them: an intent's
+        exact range first, once all of it is in hand, then what follows it."""
+        grouped: dict[TopicPartitionKey, list[Message]] = {}
         for message in messages:
             if message.error() is not None:
                 if message.error().code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", message.error())
                 continue
             grouped.setdefault((message.topic(), message.partition()), []).append(message)
-        segments = {}
+        segments = []
         for tp, batch in grouped.items():
-            progress = self.progress.get(tp)
-            if progress is None:
+            if tp not in self.progress:
                 continue
-            last = progress.pending_last
-            if progress.pending_first is not None and batch[0].offset() == progress.pending_first:
-                if batch[-1].offset() < last and not release_held:
-                    self.held[tp] = batch
-                    continue
-                rest = [m for m in batch if m.offset() > last]
-                batch = [m for m in batch if m.offset() <= last]
-                if rest:
-                    self.held[tp] = rest
-            segments[tp] = batch
+            intent = self.intents.get(tp)
+            if intent is None:
+                segments.append((tp, batch, False))
+                continue
+            batch = self.held.pop(tp, []) + batch
+            if batch[0].offset() != intent[0]:
+                del self.intents[tp]  # committed already; only its progress record was lost
+                segments.append((tp, batch, False))
+            elif batch[-1].offset() < intent[1]:
+                self.held[tp] = batch
+            else:
+                del self.intents[tp]
+                segments.append((tp, [m for m in batch if m.offset() <= intent[1]], True))
+                if rest := [m for m in batch if m.offset() > intent[1]]:
+                    segments.append((tp, rest, False))
         return segments
 
-    def _prepare(self, tp: TopicPartitionKey, batch: list[Message]) -> SegmentPlan:
-        """Check each message, run windows and rules; returns the files to land."""
+    def _release_held(self) -> None:
+        """Land a range held back for an intent short of its end when the partition has
+        nothing more to give (its end, as the last fetch saw it, is right after it)."""
+        for tp, batch in list(self.held.items()):
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            if 0 <= high <= batch[-1].offset() + 1:
+                del self.held[tp], self.intents[tp]
+                self._detect_segment(tp, batch)
+                self.land([tp])
+
+    def _detect_segment(self, tp: TopicPartitionKey, batch: list[Message]) -> None:
+        """Check each message, run windows and rules; the valid rows join the partition's
+        buffer with the segment's anomalies."""
         sensor_type = self.topic_types[tp[0]]
         decode, sensors, partition = self.decoder.decode, self.sensors, tp[1]
         rows: list[dict[str, Any]] = []
@@ -340,18 +382,64 @@ class StreamWorker:
             rows.append(reading)
         self.totals.consumed += len(batch)
         metrics.CONSUMED.labels(tp[0]).inc(len(batch))
-        if not rows:
-            return SegmentPlan([], [], None)
-        table = rows_to_table(sensor_type, rows)
-        anomalies = self._detect(tp, Readings.from_table(sensor_type, table, rows))
-        self.totals.landed += len(rows)
-        metrics.LANDED.labels(sensor_type).inc(len(rows))
-        watermark = _iso(max(self.windows.watermark_ms(tp), 0))
-        offsets = (batch[0].offset(), batch[-1].offset())
-        return SegmentPlan(
-            landing_files(sensor_type, tp[1], table),
-            anomaly_files(sensor_type, tp[1], offsets, anomalies),
-            watermark,
+        table, anomalies, watermark = None, [], None
+        if rows:
+            table = rows_to_table(sensor_type, rows)
+            anomalies = self._detect(tp, Readings.from_table(sensor_type, table, rows))
+            watermark = _iso(max(self.windows.watermark_ms(tp), 0))
+        self.buffers.add(
+            tp,
+            (batch[0].offset(), batch[-1].offset()),
+            time.monotonic(),
+            table=table,
+            anomalies=anomalies,
+            watermark=watermark,
+        )
+
+    def land(self, tps: list[TopicPartitionKey] | None = None) -> None:
+        """Land the buffers of `tps` (all when None) and commit them, in the order of the
+        module docstring."""
+        buffers = self.buffers.take(tps)
+        if not buffers:
+            return
+        started = time.perf_counter()
+        plans = {tp: self._plan(tp, buffer) for tp, buffer in buffers.items()}
+        for tp, buffer in buffers.items():
+            progress = self.progress[tp]
+            progress.pending_first, progress.pending_last = buffer.first_offset, buffer.last_offset
+            self._durably(lambda progress=progress: save_progress(self.lake, progress))
+        for tp, plan in plans.items():
+            files = [*plan.files, *plan.anomaly_files]
+            written = self._durably(lambda files=files: write_files(self.lake, files))
+            metrics.LANDED_BYTES.labels(self.topic_types[tp[0]]).inc(written)
+        self._publish_and_wait()
+        self._commit(
+            [TopicPartition(tp[0], tp[1], buffer.last_offset + 1) for tp, buffer in buffers.items()]
+        )
+        for tp, plan in plans.items():
+            progress = self.progress[tp]
+            progress.committed_offset = buffers[tp].last_offset + 1
+            progress.pending_first = progress.pending_last = None
+            progress.watermark = buffers[tp].watermark or progress.watermark
+            progress.record(plan.files)
+            self._durably(lambda progress=progress: save_progress(self.lake, progress))
+            rows = sum(file.table.num_rows for file in plan.files)
+            self.totals.landed += rows
+            self.totals.files += len(plan.files)
+            metrics.LANDED.labels(self.topic_types[tp[0]]).inc(rows)
+        self.totals.rounds += 1
+        self.totals.last_batch_at = time.perf_counter()
+        metrics.LANDING_SECONDS.observe(self.totals.last_batch_at - started)
+
+    def _plan(self, tp: TopicPartitionKey, buffer: PartitionBuffer) -> LandingPlan:
+        """The files of a buffered range: readings named by their own offsets per event
+        hour, its anomalies by the range's first and last offset."""
+        sensor_type, partition = self.topic_types[tp[0]], tp[1]
+        table = buffer.table()
+        offsets = (buffer.first_offset, buffer.last_offset)
+        return LandingPlan(
+            landing_files(sensor_type, partition, table) if table is not None else [],
+            anomaly_files(sensor_type, partition, offsets, buffer.anomalies),
         )
 
     def _detect(self, tp: TopicPartitionKey, readings: Readings) -> list[dict[str, Any]]:
@@ -446,8 +534,8 @@ class StreamWorker:
 
     def _publish_and_wait(self) -> None:
         """Wait until every dead letter and anomaly is acknowledged (a broker that is still
-        loading its coordinators only delays them); a delivery error fails the batch, which
-        is then replayed, since nothing was committed."""
+        loading its coordinators only delays them); a delivery error fails the round and
+        stops the worker: nothing of the round was committed, so it is replayed."""
         while remaining := self.producer.flush(30):
             log.warning("%d dead letters/anomalies still unacknowledged; waiting", remaining)
         if self._delivery_errors:
@@ -466,16 +554,15 @@ class StreamWorker:
             with attempt:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
 
-    def _durably(self, write: Callable[[], object]) -> None:
+    def _durably(self, write: Callable[[], T]) -> T:
         """Retry a lake write with backoff until it succeeds; nothing is committed meanwhile."""
-        for attempt in Retrying(
+        retrying = Retrying(
             retry=retry_if_exception_type(OSError),
             wait=wait_exponential(multiplier=0.2, max=10),
             before_sleep=lambda _: metrics.WRITE_ERRORS.inc(),
             reraise=True,
-        ):
-            with attempt:
-                write()
+        )
+        return retrying(write)
 
     def _maybe_flush_live(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -35,7 +35,9 @@ def test_sigkill_loses_and_doubles_nothing(live_settings: Settings) -> None:
     rng = random.Random(7)
     committed = 0
     for _ in range(KILLS):
-        worker = start_worker(settings, "--batch-size", "2000", "--worker-id", "nl-worker")
+        worker = start_worker(
+            settings, "--batch-size", "2000", "--land-messages", "5000", "--worker-id", "nl-worker"
+        )
         committed = _wait_for_progress(lake, committed)
         time.sleep(rng.uniform(0.0, 0.8))
         worker.send_signal(signal.SIGKILL)
