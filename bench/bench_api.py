@@ -98,7 +98,14 @@ def attack(
         script.write("".join(f"GET {base}{path}\n" for path in targets))
     pacing = ["-rate=0", f"-max-workers={workers}"] if rate == 0 else [f"-rate={rate}/s"]
     attack = subprocess.run(
-        [vegeta(), "attack", f"-targets={script.name}", f"-duration={seconds}s", *pacing],
+        [
+            vegeta(),
+            "attack",
+            f"-targets={script.name}",
+            f"-duration={seconds}s",
+            "-max-body=0",  # bodies are read, not kept: keeping them costs the generator more
+            *pacing,
+        ],
         capture_output=True,
         check=True,
     )
