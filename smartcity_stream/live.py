@@ -7,6 +7,7 @@ answer `latest` queries from the lake without touching Kafka.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -46,10 +47,9 @@ def latest_per_sensor(readings: Readings) -> list[dict[str, Any]]:
 
 
 class LiveState:
-    """What the worker knows now; `flush` writes it when something changed."""
+    """What the worker knows now; a `snapshot` of it is what gets written."""
 
-    def __init__(self, lake: Lake, worker_id: str, keep_anomalies: int = 2000) -> None:
-        self.lake = lake
+    def __init__(self, worker_id: str, keep_anomalies: int = 2000) -> None:
         self.worker_id = worker_id
         self.latest: dict[str, dict[str, Any]] = {}
         self.anomalies: deque[dict[str, Any]] = deque(maxlen=keep_anomalies)
@@ -71,24 +71,46 @@ class LiveState:
         self.windows[str(window_row["sensor_id"])] = window_row
         self._dirty = True
 
-    def flush(self, status: dict[str, Any]) -> None:
-        """The status always (a heartbeat the API judges freshness by), the tables when
-        something changed."""
-        if self._dirty:
-            self._write_tables()
-            self._dirty = False
-        status = {**status, "written_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        self.lake.write_bytes(live_key(self.worker_id, "status.json"), orjson.dumps(status))
-
-    def _write_tables(self) -> None:
-        schema = latest_schema()
-        latest = pa.Table.from_pylist(
-            [{name: row.get(name) for name in schema.names} for row in self.latest.values()],
-            schema=schema,
+    def snapshot(self, status: dict[str, Any]) -> LiveSnapshot:
+        """The state as of now, copied, so it can be written while the worker goes on; the
+        tables only when something changed (the status always: a heartbeat the API judges
+        freshness by)."""
+        changed, self._dirty = self._dirty, False
+        return LiveSnapshot(
+            self.worker_id,
+            {**status, "written_at": datetime.now(UTC).isoformat(timespec="milliseconds")},
+            list(self.latest.values()) if changed else None,
+            list(self.anomalies) if changed else None,
+            list(self.windows.values()) if changed else None,
         )
-        self.lake.write_parquet(live_key(self.worker_id, "latest.parquet"), latest)
-        anomalies = anomaly_table(list(self.anomalies))
-        self.lake.write_parquet(live_key(self.worker_id, "anomalies.parquet"), anomalies)
+
+    def changed(self) -> None:
+        """Write the tables again with the next snapshot (the last write failed)."""
+        self._dirty = True
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """The live state of one moment; `latest` is None when the tables did not change."""
+
+    worker_id: str
+    status: dict[str, Any]
+    latest: list[dict[str, Any]] | None
+    anomalies: list[dict[str, Any]] | None
+    windows: list[dict[str, Any]] | None
+
+    def write(self, lake: Lake) -> None:
+        if self.latest is not None:
+            schema = latest_schema()
+            latest = pa.Table.from_pylist(
+                [{name: row.get(name) for name in schema.names} for row in self.latest],
+                schema=schema,
+            )
+            lake.write_parquet(live_key(self.worker_id, "latest.parquet"), latest)
+        if self.anomalies is not None:
+            anomalies = anomaly_table(self.anomalies)
+            lake.write_parquet(live_key(self.worker_id, "anomalies.parquet"), anomalies)
         if self.windows:
-            windows = pa.Table.from_pylist(list(self.windows.values()))
-            self.lake.write_parquet(live_key(self.worker_id, "windows.parquet"), windows)
+            windows = pa.Table.from_pylist(self.windows)
+            lake.write_parquet(live_key(self.worker_id, "windows.parquet"), windows)
+        lake.write_bytes(live_key(self.worker_id, "status.json"), orjson.dumps(self.status))

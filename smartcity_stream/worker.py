@@ -8,7 +8,9 @@ published, live state. The valid rows then wait in a buffer per topic-partition
 oldest waited `land_after_s`). A round, per partition: write the buffered offset range as
 the intent into the progress manifest, land the rows as Parquet files named by their
 offsets, wait until every dead letter and anomaly is acknowledged, commit the offsets
-synchronously, and only then record the new progress.
+synchronously, and only then record the new progress. Rounds run one at a time on a
+landing thread, so detection never waits for the lake (an object store takes a round trip
+per write), except when a round is due while the previous one still runs.
 
 A crash anywhere before the commit replays from the last committed offset, and detection
 state, being in memory, starts again with it: anomalies and dead letters of the replayed
@@ -29,8 +31,10 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -63,7 +67,7 @@ from smartcity_stream.landing import (
     rows_to_table,
     write_files,
 )
-from smartcity_stream.live import LiveState, latest_per_sensor
+from smartcity_stream.live import LiveSnapshot, LiveState, latest_per_sensor
 from smartcity_stream.progress import PartitionProgress, load_progress, save_progress
 from smartcity_stream.rules import MEASURES, Finding, RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows, WindowView
@@ -73,6 +77,7 @@ log = logging.getLogger("smartcity.stream")
 GROUP_ID = "smartcity-stream"
 UNASSIGNED_PATIENCE_S = 60.0
 LAG_EVERY_S = 5.0
+LAKE_WRITERS = 8
 T = TypeVar("T")
 
 
@@ -146,7 +151,7 @@ class StreamWorker:
         self.decoder = ReadingDecoder()
         self.windows = TumblingWindows(options.window_s, options.allowed_lateness_s)
         self.rules = RuleEngine(options.rules, sensors)
-        self.live = LiveState(self.lake, options.worker_id)
+        self.live = LiveState(options.worker_id)
         self.totals = WorkerTotals()
         self.topic_types = {settings.reading_topic(t): t for t in SENSOR_TYPES}
         self.progress: dict[TopicPartitionKey, PartitionProgress] = {}
@@ -155,6 +160,11 @@ class StreamWorker:
         # until that whole range is in hand.
         self.intents: dict[TopicPartitionKey, tuple[int, int]] = {}
         self.held: dict[TopicPartitionKey, list[Message]] = {}
+        self._lander = ThreadPoolExecutor(1, thread_name_prefix="landing")
+        self._writers = ThreadPoolExecutor(LAKE_WRITERS, thread_name_prefix="lake-write")
+        self._round: Future[None] | None = None
+        self._live_writer = ThreadPoolExecutor(1, thread_name_prefix="live")
+        self._live_write: Future[None] | None = None
         self.stopping = False
         self._delivery_errors: list[str] = []
         self._last_message_at = time.monotonic()
@@ -215,13 +225,18 @@ class StreamWorker:
                     break
                 if self.held:
                     self._release_held()
+                if self._round is not None and self._round.done():
+                    self._finish_round()
                 if self.buffers.due(time.monotonic()):
-                    self.land()
+                    self._start_round()
                 self._maybe_flush_live()
                 self._maybe_update_lag()
             self.land()
         finally:
             self.buffers.clear()  # after a failure nothing more lands: it is replayed
+            self._lander.shutdown()
+            self._writers.shutdown()
+            self._live_writer.shutdown()
             self._maybe_flush_live(force=True)
             self.consumer.close()
             self.producer.flush(10)
@@ -396,37 +411,58 @@ class StreamWorker:
             watermark=watermark,
         )
 
+    def _start_round(self) -> None:
+        """Hand every buffer to the landing thread, so detection goes on while the lake and
+        the broker answer; a round still running is waited for first (one round at a time
+        keeps commits in order and what waits in memory bounded)."""
+        self._finish_round()
+        self._round = self._lander.submit(self._land_round, self.buffers.take())
+
+    def _finish_round(self) -> None:
+        """Wait for the round in flight, if any; its failure is the worker's."""
+        if self._round is not None:
+            running, self._round = self._round, None
+            running.result()
+
     def land(self, tps: list[TopicPartitionKey] | None = None) -> None:
-        """Land the buffers of `tps` (all when None) and commit them, in the order of the
-        module docstring."""
+        """Land the buffers of `tps` (all when None) now, after the round in flight: for a
+        replayed intent, a rebalance and the exit."""
+        self._finish_round()
         buffers = self.buffers.take(tps)
-        if not buffers:
-            return
+        if buffers:
+            self._land_round(buffers)
+
+    def _land_round(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> None:
+        """Land buffered ranges and commit them, in the order of the module docstring; the
+        writes of each step run side by side (an object store answers each after a round
+        trip)."""
         started = time.perf_counter()
         plans = {tp: self._plan(tp, buffer) for tp, buffer in buffers.items()}
-        for tp, buffer in buffers.items():
-            progress = self.progress[tp]
+        progresses = [self.progress[tp] for tp in buffers]
+        for progress, buffer in zip(progresses, buffers.values(), strict=True):
             progress.pending_first, progress.pending_last = buffer.first_offset, buffer.last_offset
-            self._durably(lambda progress=progress: save_progress(self.lake, progress))
-        for tp, plan in plans.items():
-            files = [*plan.files, *plan.anomaly_files]
-            written = self._durably(lambda files=files: write_files(self.lake, files))
-            metrics.LANDED_BYTES.labels(self.topic_types[tp[0]]).inc(written)
+        self._durably_each([partial(save_progress, self.lake, p) for p in progresses])
+        written = self._durably_each(
+            [partial(write_files, self.lake, [*p.files, *p.anomaly_files]) for p in plans.values()]
+        )
         self._publish_and_wait()
         self._commit(
             [TopicPartition(tp[0], tp[1], buffer.last_offset + 1) for tp, buffer in buffers.items()]
         )
-        for tp, plan in plans.items():
-            progress = self.progress[tp]
-            progress.committed_offset = buffers[tp].last_offset + 1
+        for progress, buffer, plan in zip(
+            progresses, buffers.values(), plans.values(), strict=True
+        ):
+            progress.committed_offset = buffer.last_offset + 1
             progress.pending_first = progress.pending_last = None
-            progress.watermark = buffers[tp].watermark or progress.watermark
+            progress.watermark = buffer.watermark or progress.watermark
             progress.record(plan.files)
-            self._durably(lambda progress=progress: save_progress(self.lake, progress))
+        self._durably_each([partial(save_progress, self.lake, p) for p in progresses])
+        for tp, plan, size in zip(plans, plans.values(), written, strict=True):
             rows = sum(file.table.num_rows for file in plan.files)
             self.totals.landed += rows
             self.totals.files += len(plan.files)
             metrics.LANDED.labels(self.topic_types[tp[0]]).inc(rows)
+            metrics.LANDED_BYTES.labels(self.topic_types[tp[0]]).inc(size)
         self.totals.rounds += 1
         self.totals.last_batch_at = time.perf_counter()
         metrics.LANDING_SECONDS.observe(self.totals.last_batch_at - started)
@@ -554,6 +590,10 @@ class StreamWorker:
             with attempt:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
 
+    def _durably_each(self, writes: list[Callable[[], T]]) -> list[T]:
+        """Run lake writes side by side, each retried until it succeeds."""
+        return list(self._writers.map(self._durably, writes))
+
     def _durably(self, write: Callable[[], T]) -> T:
         """Retry a lake write with backoff until it succeeds; nothing is committed meanwhile."""
         retrying = Retrying(
@@ -565,13 +605,25 @@ class StreamWorker:
         return retrying(write)
 
     def _maybe_flush_live(self, force: bool = False) -> None:
+        """Every `live_every_s`, write a snapshot of the live state on the live thread (one
+        write at a time: a slow store makes the cadence slower, not detection); `force`
+        writes it here and now (the exit)."""
         now = time.monotonic()
-        if not force and now - self._last_live_at < self.options.live_every_s:
+        writing = self._live_write is not None and not self._live_write.done()
+        if not force and (writing or now - self._last_live_at < self.options.live_every_s):
             return
         self._last_live_at = now
+        snapshot = self.live.snapshot(self.status())
+        if force:
+            self._write_live(snapshot)
+        else:
+            self._live_write = self._live_writer.submit(self._write_live, snapshot)
+
+    def _write_live(self, snapshot: LiveSnapshot) -> None:
         try:
-            self.live.flush(self.status())
+            snapshot.write(self.lake)
         except OSError as error:
+            self.live.changed()
             metrics.WRITE_ERRORS.inc()
             log.warning("live state not written: %s", error)
 
