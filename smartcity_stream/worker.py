@@ -10,7 +10,8 @@ the intent into the progress manifest, land the rows as Parquet files named by t
 offsets, wait until every dead letter and anomaly is acknowledged, commit the offsets
 synchronously, and only then record the new progress. Rounds run one at a time on a
 landing thread, so detection never waits for the lake (an object store takes a round trip
-per write), except when a round is due while the previous one still runs.
+per write), except when a round is due while the previous one still runs; only the commit
+is made on the consuming thread, between two consumes.
 
 A crash anywhere before the commit replays from the last committed offset, and detection
 state, being in memory, starts again with it: anomalies and dead letters of the replayed
@@ -111,6 +112,21 @@ class LandingPlan:
     anomaly_files: list[LandingFile]
 
 
+@dataclass(frozen=True)
+class WrittenRound:
+    """A round whose intents and files are durable and whose publications are
+    acknowledged: what its commit and progress record need."""
+
+    buffers: dict[TopicPartitionKey, PartitionBuffer]
+    plans: dict[TopicPartitionKey, LandingPlan]
+    sizes: dict[TopicPartitionKey, int]
+    started: float
+
+    def offsets(self) -> list[TopicPartition]:
+        """The offsets to commit: each partition's next after its range."""
+        return [TopicPartition(t, p, b.last_offset + 1) for (t, p), b in self.buffers.items()]
+
+
 @dataclass
 class WorkerTotals:
     consumed: int = 0
@@ -162,7 +178,7 @@ class StreamWorker:
         self.held: dict[TopicPartitionKey, list[Message]] = {}
         self._lander = ThreadPoolExecutor(1, thread_name_prefix="landing")
         self._writers = ThreadPoolExecutor(LAKE_WRITERS, thread_name_prefix="lake-write")
-        self._round: Future[None] | None = None
+        self._round: Future[WrittenRound | None] | None = None
         self._live_writer = ThreadPoolExecutor(1, thread_name_prefix="live")
         self._live_write: Future[None] | None = None
         self.stopping = False
@@ -226,7 +242,7 @@ class StreamWorker:
                 if self.held:
                     self._release_held()
                 if self._round is not None and self._round.done():
-                    self._finish_round()
+                    self._step_round()
                 if self.buffers.due(time.monotonic()):
                     self._start_round()
                 self._maybe_flush_live()
@@ -253,9 +269,13 @@ class StreamWorker:
 
         A group still settling (no assignment yet) or a coordinator still loading (messages
         there but none fetched) is not idleness; the worker waits for it up to a minute.
+        Rows still to land are not either: the lag is asked of the broker only once they
+        are committed (asking at every short consume slows the landing thread's commit).
         """
         idle = self.options.until_idle_s
         if idle is None or time.monotonic() - self._last_message_at < idle:
+            return False
+        if len(self.buffers) or self._round is not None:
             return False
         if self._update_lag() > 0 or not self._assigned_once:
             return time.monotonic() - self._last_message_at >= max(idle, UNASSIGNED_PATIENCE_S)
@@ -413,16 +433,28 @@ class StreamWorker:
 
     def _start_round(self) -> None:
         """Hand every buffer to the landing thread, so detection goes on while the lake and
-        the broker answer; a round still running is waited for first (one round at a time
+        the broker answer; a round still running is finished first (one round at a time
         keeps commits in order and what waits in memory bounded)."""
         self._finish_round()
-        self._round = self._lander.submit(self._land_round, self.buffers.take())
+        self._round = self._lander.submit(self._write_round, self.buffers.take())
 
     def _finish_round(self) -> None:
-        """Wait for the round in flight, if any; its failure is the worker's."""
-        if self._round is not None:
-            running, self._round = self._round, None
-            running.result()
+        """Take the round in flight, if any, through to its end."""
+        while self._round is not None:
+            self._step_round()
+
+    def _step_round(self) -> None:
+        """Wait for the round's current step (its failure is the worker's). Once its files
+        are durable, commit it here and record its progress on the landing thread.
+
+        The commit stays on the consuming thread: from the landing thread, a synchronous
+        commit was seen to wait out minutes while this thread consumed."""
+        assert self._round is not None
+        running, self._round = self._round, None
+        written = running.result()
+        if written is not None:
+            self._commit(written.offsets())
+            self._round = self._lander.submit(self._record_round, written)
 
     def land(self, tps: list[TopicPartitionKey] | None = None) -> None:
         """Land the buffers of `tps` (all when None) now, after the round in flight: for a
@@ -430,42 +462,46 @@ class StreamWorker:
         self._finish_round()
         buffers = self.buffers.take(tps)
         if buffers:
-            self._land_round(buffers)
+            written = self._write_round(buffers)
+            self._commit(written.offsets())
+            self._record_round(written)
 
-    def _land_round(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> None:
-        """Land buffered ranges and commit them, in the order of the module docstring; the
-        writes of each step run side by side (an object store answers each after a round
-        trip)."""
+    def _write_round(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> WrittenRound:
+        """The steps of a round before its commit (module docstring); the writes of each
+        step run side by side (an object store answers each after a round trip)."""
         started = time.perf_counter()
         plans = {tp: self._plan(tp, buffer) for tp, buffer in buffers.items()}
-        progresses = [self.progress[tp] for tp in buffers]
-        for progress, buffer in zip(progresses, buffers.values(), strict=True):
+        for tp, buffer in buffers.items():
+            progress = self.progress[tp]
             progress.pending_first, progress.pending_last = buffer.first_offset, buffer.last_offset
-        self._durably_each([partial(save_progress, self.lake, p) for p in progresses])
-        written = self._durably_each(
+        self._durably_each([partial(save_progress, self.lake, self.progress[tp]) for tp in plans])
+        sizes = self._durably_each(
             [partial(write_files, self.lake, [*p.files, *p.anomaly_files]) for p in plans.values()]
         )
         self._publish_and_wait()
-        self._commit(
-            [TopicPartition(tp[0], tp[1], buffer.last_offset + 1) for tp, buffer in buffers.items()]
-        )
-        for progress, buffer, plan in zip(
-            progresses, buffers.values(), plans.values(), strict=True
-        ):
+        return WrittenRound(buffers, plans, dict(zip(plans, sizes, strict=True)), started)
+
+    def _record_round(self, written: WrittenRound) -> None:
+        """After the commit: the partitions' new progress (committed offset, watermark,
+        files per hour) replaces their intent."""
+        for tp, buffer in written.buffers.items():
+            progress = self.progress[tp]
             progress.committed_offset = buffer.last_offset + 1
             progress.pending_first = progress.pending_last = None
             progress.watermark = buffer.watermark or progress.watermark
-            progress.record(plan.files)
-        self._durably_each([partial(save_progress, self.lake, p) for p in progresses])
-        for tp, plan, size in zip(plans, plans.values(), written, strict=True):
+            progress.record(written.plans[tp].files)
+        self._durably_each(
+            [partial(save_progress, self.lake, self.progress[tp]) for tp in written.buffers]
+        )
+        for tp, plan in written.plans.items():
             rows = sum(file.table.num_rows for file in plan.files)
             self.totals.landed += rows
             self.totals.files += len(plan.files)
             metrics.LANDED.labels(self.topic_types[tp[0]]).inc(rows)
-            metrics.LANDED_BYTES.labels(self.topic_types[tp[0]]).inc(size)
+            metrics.LANDED_BYTES.labels(self.topic_types[tp[0]]).inc(written.sizes[tp])
         self.totals.rounds += 1
         self.totals.last_batch_at = time.perf_counter()
-        metrics.LANDING_SECONDS.observe(self.totals.last_batch_at - started)
+        metrics.LANDING_SECONDS.observe(self.totals.last_batch_at - written.started)
 
     def _plan(self, tp: TopicPartitionKey, buffer: PartitionBuffer) -> LandingPlan:
         """The files of a buffered range: readings named by their own offsets per event
