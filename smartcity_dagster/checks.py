@@ -6,8 +6,9 @@ Each check is a pure function returning an `AssetCheckResult`, run inside the as
 anything downstream reads it.
 
 A day's clean table has up to tens of millions of rows, far too many for pandas; the checks
-read the profile Spark observed while writing it (`transforms/profile.py`). The Pandera
-schema's column checks (type, range, enum, pattern, nullability) hold for every row exactly
+read a profile of it (`transforms/profile.py`: the written file's footer statistics, the
+distinct values of its string columns, sequence counts observed while it was written). The
+Pandera schema's column checks (type, range, enum, pattern, nullability) hold for every row exactly
 when they hold for a witness frame made of each column's extremes and distinct values (and
 a null where the column has one), so Pandera validates that frame; the two checks across
 rows (a `(sensor_id, seq)` key once, meters never falling) are Spark's counts.

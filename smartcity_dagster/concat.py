@@ -14,23 +14,38 @@ from typing import Any
 ROW_GROUP_BYTES = 128 * 1024 * 1024
 
 
+def _input_file(spark: Any, url: str) -> Any:
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(url)
+    return jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+        path, spark._jsc.hadoopConfiguration()
+    )
+
+
+def _file_metadata(spark: Any, url: str) -> Any:
+    reader = spark._jvm.org.apache.parquet.hadoop.ParquetFileReader.open(_input_file(spark, url))
+    try:
+        return reader.getFooter().getFileMetaData()
+    finally:
+        reader.close()
+
+
+def same_schema(spark: Any, sources: list[str]) -> bool:
+    """Whether every file of `sources` has the first one's Parquet schema (footers only):
+    row groups can only be concatenated into a file of one schema."""
+    schemas = [_file_metadata(spark, url).getSchema() for url in sources]
+    return all(schema.equals(schemas[0]) for schema in schemas)
+
+
 def concatenate(spark: Any, sources: list[str], target: str) -> None:
     """Write the row groups of `sources` (Spark URLs, same schema), in order, to `target`."""
     jvm = spark._jvm
-    conf = spark._jsc.hadoopConfiguration()
     hadoop = jvm.org.apache.parquet.hadoop
-    files = hadoop.util
-
-    def input_file(url: str) -> Any:
-        return files.HadoopInputFile.fromPath(jvm.org.apache.hadoop.fs.Path(url), conf)
-
-    reader = hadoop.ParquetFileReader.open(input_file(sources[0]))
-    try:
-        meta = reader.getFooter().getFileMetaData()
-    finally:
-        reader.close()
+    meta = _file_metadata(spark, sources[0])
     writer = hadoop.ParquetFileWriter(
-        files.HadoopOutputFile.fromPath(jvm.org.apache.hadoop.fs.Path(target), conf),
+        hadoop.util.HadoopOutputFile.fromPath(
+            jvm.org.apache.hadoop.fs.Path(target), spark._jsc.hadoopConfiguration()
+        ),
         meta.getSchema(),
         getattr(hadoop, "ParquetFileWriter$Mode").OVERWRITE,
         ROW_GROUP_BYTES,
@@ -38,5 +53,5 @@ def concatenate(spark: Any, sources: list[str], target: str) -> None:
     )
     writer.start()
     for source in sources:
-        writer.appendFile(input_file(source))
+        writer.appendFile(_input_file(spark, source))
     writer.end(meta.getKeyValueMetaData())

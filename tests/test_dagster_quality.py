@@ -13,9 +13,9 @@ import pytest
 from smartcity.lake import Lake
 from smartcity.settings import Settings
 from smartcity_dagster import checks
-from smartcity_dagster.tables import write_partition
+from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import clean
-from smartcity_dagster.transforms.profile import profiled
+from smartcity_dagster.transforms.profile import observe_sequences, table_profile
 from smartcity_stream.landing import landing_schema
 from tests.dagster_support import spark_session
 
@@ -82,9 +82,12 @@ def profile_of(
     lake: Lake, table: Any, sensor_type: str
 ) -> tuple[dict[str, Any], list[dict], pa.Schema]:
     """Written as the asset writes it: the profile, the rows and the file's schema."""
-    observed, profile = profiled(table, sensor_type)
-    written = write_partition(observed, lake, f"clean_{sensor_type}", "2026-11-27")
-    return profile.get, lake.read_parquet(written.key).to_pylist(), written.schema
+    asset, day = f"clean_{sensor_type}", "2026-11-27"
+    observed, sequences = observe_sequences(table, sensor_type)
+    written = write_partition(observed, lake, asset, day)
+    written_table = read_partition(table.sparkSession, lake, asset, day)
+    profile = table_profile(written, written_table, sequences)
+    return profile, lake.read_parquet(written.key).to_pylist(), written.schema
 
 
 def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, lake) -> None:

@@ -9,8 +9,8 @@ from smartcity_dagster.assets.common import merge_results, run_dates, table_meta
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
-from smartcity_dagster.tables import read_partition, write_partition
-from smartcity_dagster.transforms.raw import compact, partition_ranges, read_landing
+from smartcity_dagster.tables import read_partition
+from smartcity_dagster.transforms.raw import compact, partition_ranges
 from smartcity_stream.progress import load_all_progress
 
 
@@ -35,7 +35,7 @@ def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
         kinds={"spark", "parquet"},
         check_specs=checks.specs(name, checks.RAW_CHECKS),
         description=f"The day's landed {sensor_type} micro-batches compacted into one table, "
-        "in Kafka offset order, keeping partition and offset.",
+        "keeping Kafka partition and offset.",
     )
     def raw(
         context: dg.AssetExecutionContext,
@@ -45,9 +45,8 @@ def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
         spark, lake = pyspark.spark_session, smartcity.lake
         writes, ranges, results = {}, {}, []
         for day in run_dates(context):
-            landing = read_landing(spark, lake, sensor_type, day)
-            writes[day] = write_partition(compact(landing), lake, name, day)
-            ranges[day] = partition_ranges(read_partition(spark, lake, name, day))
+            writes[day] = compact(spark, lake, sensor_type, day, name)
+            ranges[day] = partition_ranges(writes[day], read_partition(spark, lake, name, day))
             result = checks.matches_landing(
                 writes[day].rows, recorded_rows(smartcity, sensor_type, day)
             )

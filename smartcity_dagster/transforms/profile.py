@@ -1,19 +1,27 @@
-"""What the checks of a clean table need, observed while Spark writes it: no extra pass.
+"""What the checks of a clean table need, at the least cost each part can have.
 
-Per column the null count; per numeric or time column its extremes; per string column its
-distinct values (bounded: sensors, districts and enums), collected only where the value
-changes within a sensor's readings, so the set is fed a few hundred values, not every row.
-Per sensor, in `seq` order (the reading order the contract defines), the rows that repeat
-the previous key and the meter readings below the previous one, counted with one sample
-each. The frame is partitioned by `sensor_id` and sorted by `(sensor_id, seq)` already (see
-`clean`), so the window adds no exchange and no sort.
+- Rows, and per column its null count and, for numbers and times, its extremes: from the
+  written file's footer, whose statistics the Parquet writer keeps per row group anyway (no
+  pass over the data at all).
+- Per string column its distinct values (bounded: sensors, districts, enums): one aggregate
+  over the written file, reading only the string columns (a hash aggregate of a few hundred
+  groups).
+- Per sensor, in `seq` order (the reading order the contract defines), the rows that repeat
+  the previous key and the meter readings below the previous one, counted with one sample
+  each: observed while the table is written, over a window that adds no exchange and no sort
+  (the frame is partitioned by `sensor_id` and sorted by `(sensor_id, seq)` already, see
+  `clean`), with two aggregates instead of one per column.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
+
+from smartcity_dagster.tables import TableWrite
 
 FALL_TOLERANCE_KWH = 1e-9
 PREVIOUS = "_previous_{}"
@@ -21,20 +29,6 @@ PREVIOUS = "_previous_{}"
 
 def _previous(name: str) -> Column:
     return F.col(PREVIOUS.format(name))
-
-
-def _column_stats(frame: DataFrame) -> list[Column]:
-    stats = [F.count(F.lit(1)).alias("rows")]
-    for field in frame.schema.fields:
-        name = field.name
-        stats.append(F.count_if(F.col(name).isNull()).alias(f"nulls:{name}"))
-        if isinstance(field.dataType, StringType):
-            changed = F.col(name).eqNullSafe(_previous(name)) == F.lit(False)
-            values = F.collect_set(F.when(changed, F.col(name)))
-            stats.append(F.array_sort(values).alias(f"values:{name}"))
-        else:
-            stats += [F.min(name).alias(f"min:{name}"), F.max(name).alias(f"max:{name}")]
-    return stats
 
 
 def _sequence_stats(broken: Column, alias: str) -> list[Column]:
@@ -45,10 +39,10 @@ def _sequence_stats(broken: Column, alias: str) -> list[Column]:
     ]
 
 
-def profiled(frame: DataFrame, sensor_type: str) -> tuple[DataFrame, Observation]:
-    """`frame` unchanged, and the observation its write fills (see the module's docstring)."""
-    strings = [f.name for f in frame.schema.fields if isinstance(f.dataType, StringType)]
-    lagged = [*strings, "seq"] + (["energy_kwh"] if sensor_type == "energy" else [])
+def observe_sequences(frame: DataFrame, sensor_type: str) -> tuple[DataFrame, Observation]:
+    """`frame` unchanged, and the observation of repeated keys and falling meters that its
+    write fills."""
+    lagged = ["seq"] + (["energy_kwh"] if sensor_type == "energy" else [])
     previous = Window.partitionBy("sensor_id").orderBy("seq")
     flagged = frame.select(
         "*", *[F.lag(name).over(previous).alias(PREVIOUS.format(name)) for name in lagged]
@@ -57,6 +51,52 @@ def profiled(frame: DataFrame, sensor_type: str) -> tuple[DataFrame, Observation
     if sensor_type == "energy":
         fell = _previous("energy_kwh") - F.col("energy_kwh") > FALL_TOLERANCE_KWH
         sequence += _sequence_stats(fell, "meter_falls")
-    profile = Observation("profile")
-    observed = flagged.observe(profile, *_column_stats(frame), *sequence)
-    return observed.select(*frame.columns), profile
+    observation = Observation("sequences")
+    return flagged.observe(observation, *sequence).select(*frame.columns), observation
+
+
+def footer_stats(write: TableWrite) -> dict[str, Any]:
+    """Rows, and per column nulls, and extremes of every column that is not a string, from
+    the statistics of each row group in the footer."""
+    footer, strings = write.footer, _strings(write)
+    stats: dict[str, Any] = {"rows": footer.num_rows}
+    for index in range(footer.num_columns):
+        name = footer.schema.column(index).path
+        chunks = [footer.row_group(g).column(index) for g in range(footer.num_row_groups)]
+        if any(chunk.statistics is None for chunk in chunks):
+            raise RuntimeError(f"{write.key}: the writer kept no statistics for {name}")
+        stats[f"nulls:{name}"] = sum(chunk.statistics.null_count for chunk in chunks)
+        if name in strings:
+            continue
+        bounded = [chunk.statistics for chunk in chunks if chunk.statistics.has_min_max]
+        stats[f"min:{name}"] = min((s.min for s in bounded), default=None)
+        stats[f"max:{name}"] = max((s.max for s in bounded), default=None)
+    return stats
+
+
+def distinct_strings(write: TableWrite, table: DataFrame) -> dict[str, list[str]]:
+    """Each string column's distinct values, from one aggregate over those columns only."""
+    strings = sorted(_strings(write))
+    if not strings:
+        return {}
+    values = (
+        table.select(*strings)
+        .distinct()
+        .agg(*[F.array_sort(F.collect_set(name)).alias(name) for name in strings])
+        .first()
+    )
+    return {f"values:{name}": list(values[name]) for name in strings}
+
+
+def table_profile(write: TableWrite, table: DataFrame, sequences: Observation) -> dict[str, Any]:
+    """The profile the checks read: `table` is the written file, `sequences` the
+    observation its write filled."""
+    return {**footer_stats(write), **distinct_strings(write, table), **sequences.get}
+
+
+def _strings(write: TableWrite) -> set[str]:
+    return {
+        field.name
+        for field in write.schema
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+    }
