@@ -82,6 +82,10 @@ class LandingBuffers:
             self.policy,
         )
 
+    def full(self) -> bool:
+        """Whether the buffers hold `max_messages` in all: the worker is behind, not live."""
+        return sum(b.messages for b in self._buffers.values()) >= self.policy.max_messages
+
     def take(
         self, tps: list[TopicPartitionKey] | None = None
     ) -> dict[TopicPartitionKey, PartitionBuffer]:

@@ -243,7 +243,9 @@ class StreamWorker:
                     self._release_held()
                 if self._round is not None and self._round.done():
                     self._step_round()
-                if self.buffers.due(time.monotonic()):
+                if self.buffers.full():
+                    self.land()
+                elif self.buffers.due(time.monotonic()):
                     self._start_round()
                 self._maybe_flush_live()
                 self._maybe_update_lag()
@@ -434,7 +436,12 @@ class StreamWorker:
     def _start_round(self) -> None:
         """Hand every buffer to the landing thread, so detection goes on while the lake and
         the broker answer; a round still running is finished first (one round at a time
-        keeps commits in order and what waits in memory bounded)."""
+        keeps commits in order and what waits in memory bounded).
+
+        Only for a round due by age (the worker keeps up, a reading's latency counts): a
+        round due by size (the worker is behind) lands on this thread, since a landing
+        thread and its writers contending for the GIL with detection cost the consuming
+        thread a quarter of its rate."""
         self._finish_round()
         self._round = self._lander.submit(self._write_round, self.buffers.take())
 

@@ -37,10 +37,13 @@ def test_buffers_sum_their_messages_and_keep_the_oldest_opening() -> None:
     buffers.add(("smartcity.energy", 0), (7, 46), 10.5, table=None, anomalies=[], watermark=None)
     assert not buffers.due(10.9)
     assert buffers.due(11.0)  # the first buffer's age, though the second is younger
+    assert not buffers.full()
     buffers.add(TP, (50, 59), 10.6, table=None, anomalies=[], watermark=None)
     assert buffers.due(10.6)  # 60 + 40 messages in all
+    assert buffers.full()
     assert len(buffers.take([TP, ("smartcity.weather", 2)])) == 1
     assert not buffers.due(10.6)
+    assert not buffers.full()
 
 
 def test_a_buffer_is_one_contiguous_range_in_offset_order() -> None:
