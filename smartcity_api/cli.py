@@ -7,6 +7,9 @@ import uvicorn
 
 from smartcity.cli_support import friendly_errors, settings_or_exit
 
+HTTP_PROTOCOL = "smartcity_api.transport:GatheringHttpToolsProtocol"
+"""uvicorn's httptools protocol, each response sent in one system call (see `transport`)."""
+
 
 @friendly_errors
 def api(
@@ -22,5 +25,6 @@ def api(
         host=host,
         port=port,
         workers=workers,
+        http=HTTP_PROTOCOL,
         access_log=False,
     )

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 
 import httpx
+import pyarrow.csv as pacsv
 import pytest
 
-from tests.api_support import SENSOR, ApiLake
+from smartcity.layout import table_partition_key
+from tests.api_support import DAY, SENSOR, ApiLake
 from tests.stream_support import SMARTCITY, worker_env
 
 pytestmark = pytest.mark.integration
@@ -73,3 +76,21 @@ def test_readings_over_the_socket(server: str) -> None:
     # across the frontier: the last minutes of the clean hour, the first of the landed one
     assert len(items) == 60
     assert items[0]["event_time"] == "2026-11-27T00:55:00Z"
+
+
+def test_keep_alive_and_a_streamed_export_over_one_connection(
+    server: str, api_lake: ApiLake
+) -> None:
+    """Each response leaves in one write per loop turn (`smartcity_api.transport`)."""
+    with httpx.Client(base_url=server, headers={"X-API-Key": KEY}) as client:
+        answers = [client.get("/") for _ in range(20)]
+        export = client.get(
+            "/api/v1/export/clean_traffic", params={"date": "2026-11-27", "format": "csv"}
+        )
+        after = client.get(f"/api/v1/sensors/{SENSOR}")
+    assert {answer.json()["name"] for answer in answers} == {"smartcity API"}
+    assert export.status_code == 200, export.text
+    exported = pacsv.read_csv(io.BytesIO(export.content))
+    clean = api_lake.lake.read_parquet(table_partition_key("clean_traffic", DAY))
+    assert exported.num_rows == clean.num_rows and exported.column_names == clean.column_names
+    assert after.status_code == 200 and after.json()["sensor"]["sensor_id"] == SENSOR
