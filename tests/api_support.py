@@ -11,6 +11,7 @@ One reading of `REJECTED` is left out of the clean table, as a rejected row woul
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,12 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Message
 
 from simulator.registry import registry_table
 from smartcity.lake import Lake
 from smartcity.layout import LANDING, quality_key, table_partition_key
 from smartcity.settings import Settings
 from smartcity_api.app import create_app
+from smartcity_api.metrics import route_template
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.landing import landing_schema
 from tests.stream_support import Produced, isolated, produce_simulation, start_worker
@@ -203,3 +206,21 @@ def expected_seqs(api_lake: ApiLake, sensor_id: str) -> set[int]:
 
 def landing_table(api_lake: ApiLake, sensor_type: str) -> pa.Table:
     return _landing(api_lake.lake, sensor_type)
+
+
+def asgi_get(
+    app: ASGIApp, path: str, query_string: bytes = b"", key: bytes | None = None
+) -> tuple[int, bytes, str]:
+    """One GET straight through an ASGI app: status, last body, the route the metrics see."""
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query_string}
+    scope["headers"] = [(b"x-api-key", key)] if key is not None else []
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], sent[-1]["body"], route_template(scope)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -11,13 +10,12 @@ from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, SecretStr, TypeAdapter
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from smartcity_api.app import create_app
 from smartcity_api.hot_routes import INSTANT, HotRoutes, parse_readings
-from smartcity_api.metrics import route_template
 from smartcity_api.readings import Position
-from tests.api_support import SENSOR, START, ApiLake
+from tests.api_support import SENSOR, START, ApiLake, asgi_get
 
 PATH = f"/api/v1/sensors/{SENSOR}/readings"
 END = START + timedelta(hours=2)
@@ -92,18 +90,7 @@ class Recording:
 def call(
     app: HotRoutes, query_string: bytes, key: bytes | None = None, path: str = PATH
 ) -> tuple[int, bytes, str]:
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query_string}
-    scope["headers"] = [(b"x-api-key", key)] if key is not None else []
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    asyncio.run(app(scope, receive, send))
-    return sent[0]["status"], sent[-1]["body"], route_template(scope)
+    return asgi_get(app, path, query_string, key)
 
 
 @pytest.mark.integration

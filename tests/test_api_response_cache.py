@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from smartcity_api.metrics import route_template
 from smartcity_api.response_cache import ResponseCache
+from tests.api_support import asgi_get
 
 LATEST = "/api/v1/sensors/latest"
 READINGS = "/api/v1/sensors/{sensor_id}/readings"
@@ -31,19 +29,8 @@ class Counting:
 def get(
     app: ResponseCache, path: str, query: bytes = b"", key: bytes | None = None
 ) -> tuple[bytes, str]:
-    headers = [(b"x-api-key", key)] if key is not None else []
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query}
-    scope["headers"] = headers
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b""}
-
-    asyncio.run(app(scope, receive, send))
-    return sent[-1]["body"], route_template(scope)
+    _, body, route = asgi_get(app, path, query, key)
+    return body, route
 
 
 def test_the_same_get_within_the_ttl_is_answered_once() -> None:
