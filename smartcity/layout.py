@@ -6,6 +6,7 @@ functions, so the layout of the architecture page is written down exactly once.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 LANDING = "landing"
@@ -13,6 +14,7 @@ PROGRESS = f"{LANDING}/_progress"
 LIVE = "live"
 TABLES = "tables"
 QUALITY = "quality"
+_LANDING_NAME = re.compile(r"/p(\d+)-(\d+)-(\d+)\.parquet$")
 
 
 def landing_dir(sensor_type: str, day: date | str, hour: int | None = None) -> str:
@@ -25,6 +27,12 @@ def landing_key(
 ) -> str:
     """A landing file's name derives from its Kafka offsets: a replay rewrites the same key."""
     return f"{landing_dir(sensor_type, day, hour)}/p{partition}-{first}-{last}.parquet"
+
+
+def landing_offsets(key: str) -> tuple[int, int, int] | None:
+    """The Kafka partition, first and last offset a `landing_key` was named by, else None."""
+    found = _LANDING_NAME.search(key)
+    return None if found is None else (int(found[1]), int(found[2]), int(found[3]))
 
 
 def anomaly_landing_key(

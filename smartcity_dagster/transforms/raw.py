@@ -8,7 +8,6 @@ trickle) is rewritten by Spark into large row groups instead.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from smartcity.lake import Lake
-from smartcity.layout import landing_dir
+from smartcity.layout import landing_dir, landing_offsets
 from smartcity_dagster.concat import same_schema
 from smartcity_dagster.spark import spark_url
 from smartcity_dagster.tables import TableWrite, copy_partition, write_partition
@@ -26,7 +25,6 @@ COPY_MIN_ROWS = 32_768
 """Mean rows per landing file from which its row groups are kept as they are: groups of
 this size are many 4,096-row batches of the vectorised reader and compress as well as
 larger ones; smaller files are rewritten."""
-_LANDED_NAME = re.compile(r"p(\d+)-(\d+)-(\d+)\.parquet$")
 
 
 @dataclass(frozen=True, order=True)
@@ -43,11 +41,9 @@ def landed_files(lake: Lake, sensor_type: str, day: str) -> list[LandedFile]:
     """The day's landing files (every hour folder) in Kafka partition and offset order."""
     files = []
     for info in lake.list_files(landing_dir(sensor_type, day)):
-        name = _LANDED_NAME.search(info.path)
-        if name:
-            partition, first, last = (int(part) for part in name.groups())
-            key = info.path.removeprefix(lake.root + "/")
-            files.append(LandedFile(partition, first, last, key))
+        offsets = landing_offsets(info.path)
+        if offsets is not None:
+            files.append(LandedFile(*offsets, info.path.removeprefix(lake.root + "/")))
     return sorted(files)
 
 
