@@ -28,6 +28,10 @@ def default_runtime_dir() -> Path:
     return Path.cwd() / ".runtime"
 
 
+JVM_MEMORY = r"^[1-9][0-9]*[kKmMgG]?$"
+"""A JVM memory size as Spark takes it: 4g, 1536m."""
+
+
 class Settings(BaseSettings):
     """Where the platform's parts find each other."""
 
@@ -56,7 +60,10 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=60, description="how long the API reuses a hot route's answer"
     )
     spark_master: str = "local[*]"
-    spark_driver_memory: str = "4g"
+    spark_driver_memory: str = Field(default="4g", pattern=JVM_MEMORY)
+    spark_offheap_memory: str = Field(
+        default="1536m", pattern=JVM_MEMORY, description="local Spark's sort and shuffle memory"
+    )
     partitions_start: str = Field(default="2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
     alert_webhook_url: str | None = None
     kafka_port: int = Field(default=0, ge=0, le=65535)

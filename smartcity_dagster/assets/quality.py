@@ -12,7 +12,7 @@ from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import clean
-from smartcity_dagster.transforms.profile import observe_sequences, table_profile
+from smartcity_dagster.transforms.profile import table_profile
 from smartcity_stream.sensors import registry_from_lake
 
 REJECTS = "{name}_rejects"
@@ -64,14 +64,14 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
             outcome = clean(raw, registry, sensor_type)
-            table, sequences = observe_sequences(outcome.clean, sensor_type)
-            writes[day] = write_partition(table, lake, name, day)
-            counts = outcome.raw_counts.get
+            writes[day] = write_partition(outcome.clean, lake, name, day)
+            counts = outcome.counts.get
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
-            found = outcome.judged_counts.get["rejects"]
-            rejected = outcome.rejects if found else outcome.rejects.limit(0)
+            rejected = outcome.rejects if counts["rejects"] else outcome.rejects.limit(0)
             rejects[day] = write_partition(rejected, lake, REJECTS.format(name=name), day)
-            stats = table_profile(writes[day], read_partition(spark, lake, name, day), sequences)
+            stats = table_profile(
+                writes[day], read_partition(spark, lake, name, day), outcome.sequences
+            )
             schema = writes[day].schema
             day_results = [
                 checks.contract_schema(stats, schema, sensor_type),

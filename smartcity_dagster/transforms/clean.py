@@ -14,24 +14,29 @@ from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
 from smartcity.contract import reading_schema
+from smartcity_dagster.transforms.profile import observe_sequences, previous_columns, with_previous
 
 REJECT_REASON = "reject_reason"
 REGISTRY_COLUMNS = ("district", "latitude", "longitude")
 RANK = "_rank"
+SENSOR = "_sensor"
+UNKNOWN_SENSOR = "_unknown_sensor_id"
+SENSOR_STRINGS = ("sensor_id", "sensor_type")
 
 
 @dataclass(frozen=True)
 class CleanResult:
     """The two outputs of a day, and what Spark observes while the clean rows are written.
 
-    `raw_counts` (rows, duplicates) and `judged_counts` (rejects) are filled by the action
-    that writes `clean`; `rejects` is only worth running when `judged_counts` found any.
+    `counts` (raw rows, duplicates, rejects) and `sequences` (see `observe_sequences`) are
+    filled by the action that writes `clean`; `rejects` is only worth running when `counts`
+    found any.
     """
 
     clean: DataFrame
     rejects: DataFrame
-    raw_counts: Observation
-    judged_counts: Observation
+    counts: Observation
+    sequences: Observation
 
 
 def contract_rules(sensor_type: str) -> list[tuple[str, Column]]:
@@ -60,7 +65,9 @@ def contract_rules(sensor_type: str) -> list[tuple[str, Column]]:
         if "exclusiveMinimum" in spec:
             bound = spec["exclusiveMinimum"]
             rules.append((f"{name} not above {bound}", column <= bound))
-        if "enum" in spec and name != "sensor_type":
+        if name == "sensor_type":
+            rules.append((f"sensor_type is not {sensor_type}", column != sensor_type))
+        elif "enum" in spec:
             rules.append((f"{name} not one of {spec['enum']}", ~column.isin(spec["enum"])))
         if "pattern" in spec:
             rules.append(
@@ -80,56 +87,78 @@ def first_broken_rule(rules: list[tuple[str, Column]]) -> Column:
     )
 
 
-def _with_places(frame: DataFrame, registry: DataFrame) -> DataFrame:
-    return frame.join(
-        F.broadcast(registry.select("sensor_id", *REGISTRY_COLUMNS)), "sensor_id", "left"
+def sensor_keys(registry: DataFrame) -> DataFrame:
+    """The registry's places, each sensor numbered in `sensor_id` order (`SENSOR`).
+
+    The day's rows travel through the shuffle, the sort and the windows under this number
+    instead of their `sensor_id` and `sensor_type` strings, which every row copy between
+    Spark's operators would copy again; the number sorts as the id does, so the output
+    order is the same.
+    """
+    rows = registry.select("sensor_id", *REGISTRY_COLUMNS).orderBy("sensor_id").collect()
+    return registry.sparkSession.createDataFrame(
+        [(number, *row) for number, row in enumerate(rows)],
+        f"{SENSOR} int, sensor_id string, district string, latitude double, longitude double",
     )
 
 
-def _judged(frame: DataFrame, sensor_type: str) -> DataFrame:
-    rules = [*contract_rules(sensor_type), ("unknown sensor", F.col("district").isNull())]
-    return frame.withColumn(REJECT_REASON, first_broken_rule(rules))
+def _judged(raw: DataFrame, keys: DataFrame, sensor_type: str) -> DataFrame:
+    """`raw` with its sensor's number (null when the registry lacks it) and the first rule
+    each row breaks (null for a valid row)."""
+    keyed = raw.join(F.broadcast(keys.select("sensor_id", SENSOR)), "sensor_id", "left")
+    rules = [*contract_rules(sensor_type), ("unknown sensor", F.col(SENSOR).isNull())]
+    return keyed.withColumn(REJECT_REASON, first_broken_rule(rules))
 
 
-def _ranked(frame: DataFrame) -> DataFrame:
-    first = Window.partitionBy("sensor_id", "seq").orderBy("kafka_partition", "kafka_offset")
+def _ranked(frame: DataFrame, sensor: list[str]) -> DataFrame:
+    first = Window.partitionBy(*sensor, "seq").orderBy("kafka_partition", "kafka_offset")
     return frame.withColumn(RANK, F.row_number().over(first))
 
 
 def clean(raw: DataFrame, registry: DataFrame, sensor_type: str) -> CleanResult:
     """Deduplicate (the lowest offset wins), then split into clean rows and rejects.
 
-    One hash shuffle by `sensor_id` (the only exchange of full rows in the batch layer)
-    serves everything after it: the dedup window, the checks' per-sensor window and the
-    output order, `(sensor_id, seq)` within each part, need no other exchange or sort; the
-    registry is joined after it (a broadcast), so its columns are not shuffled. Rejects are
-    rare, so instead of caching the judged day for a second output, they are recomputed from
-    the raw copies of the keys that break a rule (a small semi-join), and only when the
-    first pass saw any.
+    Rows are judged and numbered by sensor before the one hash shuffle (by that number, the
+    only exchange of full rows in the batch layer); after it, one sort serves the dedup
+    window, the checks' per-sensor window and the output order, `(sensor_id, seq)` within
+    each part; the registry's strings are joined last (a broadcast). An unknown sensor
+    keeps its id in `UNKNOWN_SENSOR` (null for every known one) so its rows are still
+    deduplicated and counted. Rejects are rare, so instead of caching the judged day for a
+    second output, they are recomputed from the raw copies of the keys that break a rule (a
+    small semi-join), and only when the first pass saw any.
     """
-    raw_counts, judged_counts = Observation("raw_counts"), Observation("judged_counts")
-    ranked = _ranked(raw.repartition("sensor_id")).observe(
-        raw_counts,
+    keys = sensor_keys(registry)
+    judged = _judged(raw, keys, sensor_type)
+    sensor = [SENSOR, UNKNOWN_SENSOR]
+    numbered = judged.select(
+        SENSOR,
+        F.when(F.col(SENSOR).isNull(), F.col("sensor_id")).alias(UNKNOWN_SENSOR),
+        *[name for name in raw.columns if name not in SENSOR_STRINGS],
+        REJECT_REASON,
+    )
+    counts = Observation("clean_counts")
+    first_copy, valid = F.col(RANK) == 1, F.col(REJECT_REASON).isNull()
+    ranked = _ranked(numbered.repartition(SENSOR), sensor).observe(
+        counts,
         F.count(F.lit(1)).alias("rows"),
-        F.count_if(F.col(RANK) > 1).alias("duplicates"),
+        F.count_if(~first_copy).alias("duplicates"),
+        F.count_if(first_copy & ~valid).alias("rejects"),
     )
-    first_copies = ranked.where(F.col(RANK) == 1).drop(RANK)
-    judged = _judged(_with_places(first_copies, registry), sensor_type).observe(
-        judged_counts, F.count_if(F.col(REJECT_REASON).isNotNull()).alias("rejects")
+    kept = with_previous(ranked.where(first_copy & valid), sensor_type, sensor)
+    placed = kept.join(F.broadcast(keys), SENSOR).select(
+        *[
+            F.lit(sensor_type).alias(name) if name == "sensor_type" else name
+            for name in raw.columns
+        ],
+        *REGISTRY_COLUMNS,
+        *previous_columns(sensor_type),
     )
-    clean_rows = judged.where(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON)
-    broken = (
-        _judged(_with_places(raw, registry), sensor_type)
-        .where(F.col(REJECT_REASON).isNotNull())
-        .select("sensor_id", "seq")
-        .distinct()
-    )
-    copies = _with_places(raw.join(broken, ["sensor_id", "seq"], "left_semi"), registry)
+    observed, sequences = observe_sequences(placed, sensor_type)
+    broken = judged.where(~valid).select("sensor_id", "seq").distinct()
+    copies = _judged(raw.join(broken, ["sensor_id", "seq"], "left_semi"), keys, sensor_type)
     rejects = (
-        _judged(_ranked(copies).where(F.col(RANK) == 1).drop(RANK), sensor_type)
-        .where(F.col(REJECT_REASON).isNotNull())
-        .drop(*REGISTRY_COLUMNS)
+        _ranked(copies, ["sensor_id"])
+        .where(first_copy & ~valid)
+        .select(*raw.columns, REJECT_REASON)
     )
-    return CleanResult(
-        clean_rows.sortWithinPartitions("sensor_id", "seq"), rejects, raw_counts, judged_counts
-    )
+    return CleanResult(observed, rejects, counts, sequences)

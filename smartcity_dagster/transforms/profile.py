@@ -39,20 +39,34 @@ def _sequence_stats(broken: Column, alias: str) -> list[Column]:
     ]
 
 
-def observe_sequences(frame: DataFrame, sensor_type: str) -> tuple[DataFrame, Observation]:
-    """`frame` unchanged, and the observation of repeated keys and falling meters that its
-    write fills."""
-    lagged = ["seq"] + (["energy_kwh"] if sensor_type == "energy" else [])
-    previous = Window.partitionBy("sensor_id").orderBy("seq")
-    flagged = frame.select(
-        "*", *[F.lag(name).over(previous).alias(PREVIOUS.format(name)) for name in lagged]
+def _lagged(sensor_type: str) -> list[str]:
+    return ["seq"] + (["energy_kwh"] if sensor_type == "energy" else [])
+
+
+def previous_columns(sensor_type: str) -> list[str]:
+    """The columns `with_previous` adds."""
+    return [PREVIOUS.format(name) for name in _lagged(sensor_type)]
+
+
+def with_previous(frame: DataFrame, sensor_type: str, sensor: list[str]) -> DataFrame:
+    """`frame` with each row's previous key (and meter reading) of its sensor in `seq` order;
+    `sensor` are the columns that tell sensors apart."""
+    previous = Window.partitionBy(*sensor).orderBy("seq")
+    return frame.select(
+        "*",
+        *[F.lag(name).over(previous).alias(PREVIOUS.format(name)) for name in _lagged(sensor_type)],
     )
+
+
+def observe_sequences(flagged: DataFrame, sensor_type: str) -> tuple[DataFrame, Observation]:
+    """`flagged` (see `with_previous`) without the added columns, and the observation of
+    repeated keys and falling meters that its write fills."""
     sequence = _sequence_stats(_previous("seq") == F.col("seq"), "duplicate_keys")
     if sensor_type == "energy":
         fell = _previous("energy_kwh") - F.col("energy_kwh") > FALL_TOLERANCE_KWH
         sequence += _sequence_stats(fell, "meter_falls")
     observation = Observation("sequences")
-    return flagged.observe(observation, *sequence).select(*frame.columns), observation
+    return flagged.observe(observation, *sequence).drop(*previous_columns(sensor_type)), observation
 
 
 def footer_stats(write: TableWrite) -> dict[str, Any]:
