@@ -13,7 +13,7 @@ import pytest
 from smartcity.lake import Lake
 from smartcity.settings import Settings
 from smartcity_dagster import checks
-from smartcity_dagster.tables import read_partition, write_partition
+from smartcity_dagster.tables import write_partition
 from smartcity_dagster.transforms.clean import clean
 from smartcity_dagster.transforms.profile import observe_sequences, table_profile, with_previous
 from smartcity_stream.landing import landing_schema
@@ -89,8 +89,7 @@ def profile_of(
         flagged = with_previous(table, sensor_type, ["sensor_id"])
         observed, sequences = observe_sequences(flagged, sensor_type)
     written = write_partition(observed, lake, asset, day)
-    written_table = read_partition(table.sparkSession, lake, asset, day)
-    profile = table_profile(written, written_table, sequences)
+    profile = table_profile(written, lake, sequences)
     return profile, lake.read_parquet(written.key).to_pylist(), written.schema
 
 

@@ -3,9 +3,9 @@
 - Rows, and per column its null count and, for numbers and times, its extremes: from the
   written file's footer, whose statistics the Parquet writer keeps per row group anyway (no
   pass over the data at all).
-- Per string column its distinct values (bounded: sensors, districts, enums): one aggregate
-  over the written file, reading only the string columns (a hash aggregate of a few hundred
-  groups).
+- Per string column its distinct values (bounded: sensors, districts, enums): from the
+  written file's string columns only, which the writer dictionary-encodes (tens of KB for a
+  day's 8.6 M rows), so reading them costs less than starting a Spark job would.
 - Per sensor, in `seq` order (the reading order the contract defines), the rows that repeat
   the previous key and the meter readings below the previous one, counted with one sample
   each: observed while the table is written, over a window that adds no exchange and no sort
@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, Observation, Window
 from pyspark.sql import functions as F
 
+from smartcity.lake import Lake
 from smartcity_dagster.tables import TableWrite
 
 FALL_TOLERANCE_KWH = 1e-9
@@ -88,24 +90,25 @@ def footer_stats(write: TableWrite) -> dict[str, Any]:
     return stats
 
 
-def distinct_strings(write: TableWrite, table: DataFrame) -> dict[str, list[str]]:
-    """Each string column's distinct values, from one aggregate over those columns only."""
+def distinct_strings(write: TableWrite, lake: Lake) -> dict[str, list[str]]:
+    """Each string column's distinct values, from the written file's dictionary-encoded
+    string columns, one row group at a time."""
     strings = sorted(_strings(write))
-    if not strings:
-        return {}
-    values = (
-        table.select(*strings)
-        .distinct()
-        .agg(*[F.array_sort(F.collect_set(name)).alias(name) for name in strings])
-        .first()
-    )
-    return {f"values:{name}": list(values[name]) for name in strings}
+    values: dict[str, set[str]] = {name: set() for name in strings}
+    if strings:
+        with lake.filesystem.open_input_file(lake.path(write.key)) as source:
+            parquet = pq.ParquetFile(source, read_dictionary=strings)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group, columns=strings)
+                for name in strings:
+                    values[name].update(table.column(name).unique().to_pylist())
+    return {f"values:{name}": sorted(found - {None}) for name, found in values.items()}
 
 
-def table_profile(write: TableWrite, table: DataFrame, sequences: Observation) -> dict[str, Any]:
-    """The profile the checks read: `table` is the written file, `sequences` the
+def table_profile(write: TableWrite, lake: Lake, sequences: Observation) -> dict[str, Any]:
+    """The profile the checks read: `write` is the written file, `sequences` the
     observation its write filled."""
-    return {**footer_stats(write), **distinct_strings(write, table), **sequences.get}
+    return {**footer_stats(write), **distinct_strings(write, lake), **sequences.get}
 
 
 def _strings(write: TableWrite) -> set[str]:
