@@ -66,11 +66,12 @@ def frame(spark: Any, sensor_type: str, rows: list[dict]) -> Any:
     return spark.createDataFrame(pa.Table.from_pylist(rows, schema=landing_schema(sensor_type)))
 
 
-def registry(spark: Any) -> Any:
-    return spark.createDataFrame(
-        [("WEATHER_0001", "centre", 52.5, 13.4), ("ENERGY_0001", "north", 52.6, 13.4)],
-        "sensor_id string, district string, latitude double, longitude double",
-    )
+REGISTRY = pa.Table.from_pylist(
+    [
+        {"sensor_id": "WEATHER_0001", "district": "centre", "latitude": 52.5, "longitude": 13.4},
+        {"sensor_id": "ENERGY_0001", "district": "north", "latitude": 52.6, "longitude": 13.4},
+    ]
+)
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
         weather(3, 3, temperature_c=-80.0),  # out of the contract's range
         weather(4, 4, sensor="WEATHER_0999"),  # not in the registry
     ]
-    outcome = clean(frame(spark, "weather", rows), registry(spark), "weather")
+    outcome = clean(frame(spark, "weather", rows), REGISTRY, "weather")
     stats, kept, _ = profile_of(lake, outcome.clean, "weather", outcome.sequences)
     rejects = outcome.rejects.toArrow().to_pylist()
     assert [(r["sensor_id"], r["seq"]) for r in kept] == [("WEATHER_0001", 1), ("WEATHER_0001", 2)]

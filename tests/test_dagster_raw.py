@@ -13,7 +13,6 @@ import pytest
 
 from smartcity.lake import Lake
 from smartcity.settings import Settings
-from smartcity_dagster.tables import read_partition
 from smartcity_dagster.transforms.raw import COPY_MIN_ROWS, compact, partition_ranges
 from smartcity_stream.landing import landing_files, landing_schema, write_files
 from tests.dagster_support import spark_session
@@ -89,7 +88,7 @@ def test_large_landing_files_are_copied_in_offset_order(spark, lake) -> None:
     ]
     assert offsets(lake, written.key) == expected
     assert written.rows == 3 * rows
-    ranges = partition_ranges(written, read_partition(spark, lake, ASSET, DAY))
+    ranges = partition_ranges(spark, lake, written)
     assert ranges == {
         "p0": {"first_offset": 100_000 - rows, "last_offset": 100_000 + rows - 1, "rows": 2 * rows},
         "p1": {"first_offset": 0, "last_offset": rows - 1, "rows": rows},
@@ -106,7 +105,7 @@ def test_small_landing_files_are_rewritten_by_spark(spark, lake) -> None:
     assert sorted(offsets(lake, written.key)) == [
         (p, o) for p in (0, 2) for first in (0, 100) for o in range(first, first + 50)
     ]
-    ranges = partition_ranges(written, read_partition(spark, lake, ASSET, DAY))
+    ranges = partition_ranges(spark, lake, written)
     assert ranges == {
         "p0": {"first_offset": 0, "last_offset": 149, "rows": 100},
         "p2": {"first_offset": 0, "last_offset": 149, "rows": 100},

@@ -9,7 +9,6 @@ from smartcity_dagster.assets.common import merge_results, run_dates, table_meta
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
-from smartcity_dagster.tables import read_partition
 from smartcity_dagster.transforms.raw import compact, partition_ranges
 from smartcity_stream.progress import load_all_progress
 
@@ -46,7 +45,7 @@ def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
         writes, ranges, results = {}, {}, []
         for day in run_dates(context):
             writes[day] = compact(spark, lake, sensor_type, day, name)
-            ranges[day] = partition_ranges(writes[day], read_partition(spark, lake, name, day))
+            ranges[day] = partition_ranges(spark, lake, writes[day])
             result = checks.matches_landing(
                 writes[day].rows, recorded_rows(smartcity, sensor_type, day)
             )

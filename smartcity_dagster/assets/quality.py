@@ -59,7 +59,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         pyspark: LazyPySparkResource,
     ) -> dg.MaterializeResult:
         spark, lake = pyspark.spark_session, smartcity.lake
-        registry = spark.createDataFrame(registry_from_lake(lake))
+        registry = registry_from_lake(lake)
         writes, rejects, duplicates, results = {}, {}, {}, []
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Observation, Window
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from smartcity.contract import reading_schema
@@ -87,7 +88,7 @@ def first_broken_rule(rules: list[tuple[str, Column]]) -> Column:
     )
 
 
-def sensor_keys(registry: DataFrame) -> DataFrame:
+def sensor_keys(spark: SparkSession, registry: pa.Table) -> DataFrame:
     """The registry's places, each sensor numbered in `sensor_id` order (`SENSOR`).
 
     The day's rows travel through the shuffle, the sort and the windows under this number
@@ -95,9 +96,9 @@ def sensor_keys(registry: DataFrame) -> DataFrame:
     Spark's operators would copy again; the number sorts as the id does, so the output
     order is the same.
     """
-    rows = registry.select("sensor_id", *REGISTRY_COLUMNS).orderBy("sensor_id").collect()
-    return registry.sparkSession.createDataFrame(
-        [(number, *row) for number, row in enumerate(rows)],
+    places = registry.select(["sensor_id", *REGISTRY_COLUMNS]).sort_by("sensor_id")
+    return spark.createDataFrame(
+        [(number, *row.values()) for number, row in enumerate(places.to_pylist())],
         f"{SENSOR} int, sensor_id string, district string, latitude double, longitude double",
     )
 
@@ -115,7 +116,7 @@ def _ranked(frame: DataFrame, sensor: list[str]) -> DataFrame:
     return frame.withColumn(RANK, F.row_number().over(first))
 
 
-def clean(raw: DataFrame, registry: DataFrame, sensor_type: str) -> CleanResult:
+def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     """Deduplicate (the lowest offset wins), then split into clean rows and rejects.
 
     Rows are judged and numbered by sensor before the one hash shuffle (by that number, the
@@ -127,7 +128,7 @@ def clean(raw: DataFrame, registry: DataFrame, sensor_type: str) -> CleanResult:
     second output, they are recomputed from the raw copies of the keys that break a rule (a
     small semi-join), and only when the first pass saw any.
     """
-    keys = sensor_keys(registry)
+    keys = sensor_keys(raw.sparkSession, registry)
     judged = _judged(raw, keys, sensor_type)
     sensor = [SENSOR, UNKNOWN_SENSOR]
     numbered = judged.select(

@@ -80,15 +80,16 @@ def compact(spark: Any, lake: Lake, sensor_type: str, day: str, asset: str) -> T
     )
 
 
-def partition_ranges(raw: TableWrite, table: DataFrame) -> dict[str, dict[str, int]]:
+def partition_ranges(spark: Any, lake: Lake, raw: TableWrite) -> dict[str, dict[str, int]]:
     """Per Kafka partition: first and last offset and rows (the asset's metadata).
 
     From the footer's statistics when every row group holds one Kafka partition (always so
-    for copied landing files); otherwise one aggregate over `table`'s two columns."""
+    for copied landing files); otherwise one aggregate over the table's two columns."""
     ranges = _footer_ranges(raw)
     if ranges is None:
         rows = (
-            table.groupBy("kafka_partition")
+            spark.read.parquet(spark_url(lake, raw.key))
+            .groupBy("kafka_partition")
             .agg(
                 F.min("kafka_offset").alias("first_offset"),
                 F.max("kafka_offset").alias("last_offset"),
