@@ -9,11 +9,13 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from pyspark.sql import functions as F
 
 from smartcity.lake import Lake
 from smartcity.settings import Settings
 from smartcity_dagster import checks
 from smartcity_dagster.tables import write_partition
+from smartcity_dagster.transforms.balance import range_label
 from smartcity_dagster.transforms.clean import clean
 from smartcity_dagster.transforms.profile import observe_sequences, table_profile, with_previous
 from smartcity_stream.landing import landing_schema
@@ -102,6 +104,7 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
         weather(2, 2),  # an identical redelivery
         weather(3, 3, temperature_c=-80.0),  # out of the contract's range
         weather(4, 4, sensor="WEATHER_0999"),  # not in the registry
+        weather(5, 6, sensor_type="traffic"),  # a reading of another type
     ]
     outcome = clean(frame(spark, "weather", rows), REGISTRY, "weather")
     stats, kept, _ = profile_of(lake, outcome.clean, "weather", outcome.sequences)
@@ -109,11 +112,12 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     assert [(r["sensor_id"], r["seq"]) for r in kept] == [("WEATHER_0001", 1), ("WEATHER_0001", 2)]
     assert kept[0]["kafka_offset"] == 0 and kept[0]["district"] == "centre"
     assert sorted(r["reject_reason"] for r in rejects) == [
+        "sensor_type is not weather",
         "temperature_c below -60",
         "unknown sensor",
     ]
     counts = outcome.counts.get
-    assert counts == {"rows": 6, "duplicates": 2, "rejects": 2}
+    assert counts == {"rows": 7, "duplicates": 2, "rejects": 3}
     assert checks.no_loss(counts["rows"], len(kept), len(rejects), counts["duplicates"]).passed
     assert stats["rows"] == 2 and stats["duplicate_keys"] == 0
 
@@ -152,3 +156,17 @@ def test_a_falling_meter_fails_and_nulls_count(spark, lake) -> None:
     assert "seq=3" in result.metadata["sequence_samples"].value["energy_kwh never falls"]
     assert not checks.null_rates(stats, schema.names).passed
     assert checks.freshness(stats, "2026-11-27").passed is False
+
+
+def test_sensor_ranges_fill_every_shuffle_partition_evenly(spark) -> None:
+    first, count = 10, 100
+    label, partitions = range_label(spark, F.col("number"), first, count)
+    numbers = spark.range(first, first + count).select(F.col("id").cast("int").alias("number"))
+    spread = (
+        numbers.repartition(partitions, label)
+        .groupBy(F.spark_partition_id().alias("partition"))
+        .count()
+        .collect()
+    )
+    sizes = [row["count"] for row in spread]
+    assert len(sizes) == partitions and max(sizes) - min(sizes) <= 1, sizes

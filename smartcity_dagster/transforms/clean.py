@@ -8,19 +8,20 @@ wire format says; rejected rows are kept with their reason, never dropped silent
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import reduce
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
 from smartcity.contract import reading_schema
+from smartcity_dagster.transforms.balance import range_label
 from smartcity_dagster.transforms.profile import observe_sequences, previous_columns, with_previous
 
 REJECT_REASON = "reject_reason"
 REGISTRY_COLUMNS = ("district", "latitude", "longitude")
 RANK = "_rank"
 SENSOR = "_sensor"
+SENSOR_RANGE = "_sensor_range"
 UNKNOWN_SENSOR = "_unknown_sensor_id"
 SENSOR_STRINGS = ("sensor_id", "sensor_type")
 
@@ -78,14 +79,13 @@ def contract_rules(sensor_type: str) -> list[tuple[str, Column]]:
 
 
 def first_broken_rule(rules: list[tuple[str, Column]]) -> Column:
-    """The first rule a row breaks, or null for a valid row."""
-    return reduce(
-        lambda otherwise, rule: F.when(F.coalesce(rule[1], F.lit(False)), rule[0]).otherwise(
-            otherwise
-        ),
-        reversed(rules),
-        F.lit(None).cast("string"),
-    )
+    """The first rule a row breaks, or null for a valid row: one CASE with a branch per
+    rule (a rule that is null, as comparisons with a missing value are, is not broken)."""
+    (reason, broken), *others = rules
+    case = F.when(broken, reason)
+    for reason, broken in others:
+        case = case.when(broken, reason)
+    return case
 
 
 def sensor_keys(spark: SparkSession, registry: pa.Table) -> DataFrame:
@@ -101,6 +101,17 @@ def sensor_keys(spark: SparkSession, registry: pa.Table) -> DataFrame:
         [(number, *row.values()) for number, row in enumerate(places.to_pylist())],
         f"{SENSOR} int, sensor_id string, district string, latitude double, longitude double",
     )
+
+
+def _numbers_of_type(registry: pa.Table, sensor_type: str) -> tuple[int, int]:
+    """The first of the `sensor_keys` numbers of the type's sensors, and how many they
+    are (sorted by id, a type's sensors are one run); all of them if the registry does not
+    say types."""
+    if "sensor_type" not in registry.column_names:
+        return 0, registry.num_rows
+    types = registry.sort_by("sensor_id").column("sensor_type").to_pylist()
+    numbers = [number for number, found in enumerate(types) if found == sensor_type]
+    return (numbers[0], len(numbers)) if numbers else (0, registry.num_rows)
 
 
 def _judged(raw: DataFrame, keys: DataFrame, sensor_type: str) -> DataFrame:
@@ -119,19 +130,23 @@ def _ranked(frame: DataFrame, sensor: list[str]) -> DataFrame:
 def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     """Deduplicate (the lowest offset wins), then split into clean rows and rejects.
 
-    Rows are judged and numbered by sensor before the one hash shuffle (by that number, the
-    only exchange of full rows in the batch layer); after it, one sort serves the dedup
-    window, the checks' per-sensor window and the output order, `(sensor_id, seq)` within
-    each part; the registry's strings are joined last (a broadcast). An unknown sensor
+    Rows are judged and numbered by sensor before the one shuffle (by ranges of those
+    numbers, see `balance`; the only exchange of full rows in the batch layer); after it,
+    one sort serves the dedup window, the checks' per-sensor window and the output order,
+    `(sensor_id, seq)` within each part; the registry's strings are joined last (a
+    broadcast). An unknown sensor
     keeps its id in `UNKNOWN_SENSOR` (null for every known one) so its rows are still
     deduplicated and counted. Rejects are rare, so instead of caching the judged day for a
     second output, they are recomputed from the raw copies of the keys that break a rule (a
     small semi-join), and only when the first pass saw any.
     """
-    keys = sensor_keys(raw.sparkSession, registry)
+    spark = raw.sparkSession
+    keys = sensor_keys(spark, registry)
     judged = _judged(raw, keys, sensor_type)
-    sensor = [SENSOR, UNKNOWN_SENSOR]
+    label, partitions = range_label(spark, F.col(SENSOR), *_numbers_of_type(registry, sensor_type))
+    sensor = [SENSOR_RANGE, SENSOR, UNKNOWN_SENSOR]
     numbered = judged.select(
+        label.alias(SENSOR_RANGE),
         SENSOR,
         F.when(F.col(SENSOR).isNull(), F.col("sensor_id")).alias(UNKNOWN_SENSOR),
         *[name for name in raw.columns if name not in SENSOR_STRINGS],
@@ -139,7 +154,7 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     )
     counts = Observation("clean_counts")
     first_copy, valid = F.col(RANK) == 1, F.col(REJECT_REASON).isNull()
-    ranked = _ranked(numbered.repartition(SENSOR), sensor).observe(
+    ranked = _ranked(numbered.repartition(partitions, SENSOR_RANGE), sensor).observe(
         counts,
         F.count(F.lit(1)).alias("rows"),
         F.count_if(~first_copy).alias("duplicates"),
