@@ -14,23 +14,20 @@ from functools import cache
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-CANDIDATES_PER_PARTITION = 64
+HASH_SEED = 42
+"""The seed of Spark's `Murmur3Hash`, which hash partitioning applies to its keys."""
 
 
 @cache
 def _labels(spark: SparkSession, partitions: int) -> tuple[int, ...]:
-    """For each shuffle partition, an int that Spark's hash partitioning sends there."""
-    candidates = spark.range(CANDIDATES_PER_PARTITION * partitions).select(
-        F.col("id").cast("int").alias("label")
-    )
-    found = (
-        candidates.groupBy(F.pmod(F.hash("label"), F.lit(partitions)).alias("partition"))
-        .agg(F.min("label").alias("label"))
-        .collect()
-    )
-    labels = {row["partition"]: row["label"] for row in found}
-    if len(labels) < partitions:
-        raise RuntimeError(f"no label hashes into {partitions - len(labels)} of the partitions")
+    """For each shuffle partition, an int that Spark's hash partitioning sends there: the
+    first ints whose Murmur3 hash, from Spark's own implementation, falls there."""
+    murmur3 = spark._jvm.org.apache.spark.unsafe.hash.Murmur3_x86_32(HASH_SEED)
+    labels: dict[int, int] = {}
+    candidate = 0
+    while len(labels) < partitions:
+        labels.setdefault(murmur3.hashInt(candidate) % partitions, candidate)
+        candidate += 1
     return tuple(labels[partition] for partition in range(partitions))
 
 
