@@ -9,8 +9,8 @@
 - Per sensor, in `seq` order (the reading order the contract defines), the rows that repeat
   the previous key and the meter readings below the previous one, counted with one sample
   each: observed while the table is written, over a window that adds no exchange and no sort
-  (the frame is partitioned by `sensor_id` and sorted by `(sensor_id, seq)` already, see
-  `clean`), with two aggregates instead of one per column.
+  (in `clean` the frame is partitioned by sensor and sorted by sensor and `seq` already),
+  with two aggregates instead of one per column.
 """
 
 from __future__ import annotations
