@@ -97,10 +97,8 @@ def sensor_keys(spark: SparkSession, registry: pa.Table) -> DataFrame:
     order is the same.
     """
     places = registry.select(["sensor_id", *REGISTRY_COLUMNS]).sort_by("sensor_id")
-    return spark.createDataFrame(
-        [(number, *row.values()) for number, row in enumerate(places.to_pylist())],
-        f"{SENSOR} int, sensor_id string, district string, latitude double, longitude double",
-    )
+    numbers = pa.array(range(places.num_rows), pa.int32())
+    return spark.createDataFrame(places.add_column(0, SENSOR, numbers))
 
 
 def _numbers_of_type(registry: pa.Table, sensor_type: str) -> tuple[int, int]:
