@@ -132,11 +132,10 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     numbers, see `balance`; the only exchange of full rows in the batch layer); after it,
     one sort serves the dedup window, the checks' per-sensor window and the output order,
     `(sensor_id, seq)` within each part; the registry's strings are joined last (a
-    broadcast). An unknown sensor
-    keeps its id in `UNKNOWN_SENSOR` (null for every known one) so its rows are still
-    deduplicated and counted. Rejects are rare, so instead of caching the judged day for a
-    second output, they are recomputed from the raw copies of the keys that break a rule (a
-    small semi-join), and only when the first pass saw any.
+    broadcast). An unknown sensor keeps its id in `UNKNOWN_SENSOR` (null for every known
+    one) so its rows are still deduplicated and counted. Rejects are rare, so instead of
+    caching the judged day for a second output, they are recomputed from the raw copies of
+    the keys that break a rule (a small semi-join), and only when the first pass saw any.
     """
     spark = raw.sparkSession
     keys = sensor_keys(spark, registry)
