@@ -76,7 +76,7 @@ class LandingBuffers:
     def due(self, now: float) -> bool:
         """Whether a landing round is due: see `landing_due`."""
         return landing_due(
-            sum(b.messages for b in self._buffers.values()),
+            self._messages(),
             min((b.opened_at for b in self._buffers.values()), default=None),
             now,
             self.policy,
@@ -84,7 +84,10 @@ class LandingBuffers:
 
     def full(self) -> bool:
         """Whether the buffers hold `max_messages` in all: the worker is behind, not live."""
-        return sum(b.messages for b in self._buffers.values()) >= self.policy.max_messages
+        return self._messages() >= self.policy.max_messages
+
+    def _messages(self) -> int:
+        return sum(b.messages for b in self._buffers.values())
 
     def take(
         self, tps: list[TopicPartitionKey] | None = None
