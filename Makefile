@@ -13,7 +13,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 	touch $@
 
 jvm: $(INSTALLED)
-	$(BIN)/smartcity services install --kafka
+	$(BIN)/smartcity services install --kafka --spark
 
 minio: $(INSTALLED)
 	$(BIN)/smartcity services install --s3

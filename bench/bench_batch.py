@@ -17,44 +17,16 @@ import time
 from pathlib import Path
 
 import duckdb
-import orjson
 
 from bench.bench_simulator import START_MS
-from simulator.registry import build_registry, registry_table
-from simulator.simulation import Simulation, SimulationConfig
+from simulator.registry import registry_table
 from smartcity.lake import Lake
 from smartcity.layout import landing_dir, registry_key
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_stream.landing import landing_files, rows_to_table, write_files
+from smartcity_stream.simulated_day import land_simulated_day
 
 DAY = "2026-11-27"
-HOUR_MS = 3_600_000
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "bench"
-
-
-def land_day(lake: Lake, interval_s: float) -> int:
-    """Simulate the day and land it hour by hour, as the worker would (offsets invented)."""
-    simulation = Simulation(
-        build_registry(), SimulationConfig(start_ms=START_MS, interval_ms=int(interval_s * 1000))
-    )
-    steps_per_hour = int(3600 / interval_s)
-    offsets = dict.fromkeys(SENSOR_TYPES, 0)
-    total = 0
-    for _ in range(24):
-        rows = {t: [] for t in SENSOR_TYPES}
-        for _ in range(steps_per_hour):
-            for batch in simulation.next_step():
-                for _, value, _, _ in batch.messages:
-                    reading = orjson.loads(value)
-                    reading["kafka_partition"] = 0
-                    reading["kafka_offset"] = offsets[batch.sensor_type]
-                    offsets[batch.sensor_type] += 1
-                    rows[batch.sensor_type].append(reading)
-        for sensor_type, hour_rows in rows.items():
-            table = rows_to_table(sensor_type, hour_rows)
-            write_files(lake, landing_files(sensor_type, 0, table))
-            total += len(hour_rows)
-    return total
 
 
 def landed_lake(lake: Lake, interval_s: float, fresh: bool) -> tuple[int, bool]:
@@ -67,8 +39,10 @@ def landed_lake(lake: Lake, interval_s: float, fresh: bool) -> tuple[int, bool]:
     done = cached / "readings"
     if fresh or not done.exists():
         shutil.rmtree(cached, ignore_errors=True)
-        rows = land_day(
-            Lake.from_settings(Settings(_env_file=None, lake_uri=cached.as_uri())), interval_s
+        rows = land_simulated_day(
+            Lake.from_settings(Settings(_env_file=None, lake_uri=cached.as_uri())),
+            START_MS,
+            interval_s,
         )
         done.write_text(str(rows))
         hit = False

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from smartcity.lake import Lake
 from smartcity.services.jvm import classpath
 from smartcity.settings import Settings
+from smartcity_dagster.class_archive import driver_options
 
 LOCAL_DRIVER_JVM_OPTIONS = " ".join(
     [
@@ -38,7 +39,8 @@ def spark_config(settings: Settings) -> dict[str, str]:
 
     In local mode shuffles get one partition per core (not 200: a day's table is a few
     hundred MB, and each partition is a task and a part file), AQE may merge them further,
-    and the JVM uses the parallel (throughput) garbage collector;
+    and the JVM uses the parallel (throughput) garbage collector and maps Spark's classes
+    from the class archive when one has been written (see `class_archive`);
     the Parquet reader stays vectorised and the writer uses zstd, as every lake writer does.
     """
     config = {
@@ -64,7 +66,9 @@ def spark_config(settings: Settings) -> dict[str, str]:
         # takes from the environment.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         config["spark.sql.shuffle.partitions"] = str(os.cpu_count() or 2)
-        config["spark.driver.extraJavaOptions"] = LOCAL_DRIVER_JVM_OPTIONS
+        config["spark.driver.extraJavaOptions"] = " ".join(
+            [LOCAL_DRIVER_JVM_OPTIONS, *driver_options()]
+        )
         # Sort and shuffle pages off the heap: the collector no longer copies or scans
         # a day's sort buffers (GC threads: about 10 CPU-s of a bench run down to 3).
         config["spark.memory.offHeap.enabled"] = "true"

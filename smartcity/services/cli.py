@@ -73,6 +73,9 @@ def status_command() -> None:
 def install_command(
     kafka: bool = typer.Option(False, "--kafka", help="Fetch the Kafka broker's jars (Maven)."),
     s3: bool = typer.Option(False, "--s3", help="Build MinIO from source (Go), once."),
+    spark: bool = typer.Option(
+        False, "--spark", help="Write the Spark driver's class archive (a small day, once)."
+    ),
 ) -> None:
     """Fetch or build what `up` runs, into user-level caches (a second run is instant)."""
     if kafka:
@@ -83,3 +86,9 @@ def install_command(
         with err_console.status("building MinIO with `go install` (first time: minutes) ..."):
             binary = minio_server.minio_binary()
         err_console.print(f"s3: {binary}")
+    if spark:
+        from smartcity_dagster.class_archive import build_archive
+
+        with err_console.status("running a small day on Spark for its class archive ..."):
+            archive = build_archive()
+        err_console.print(f"spark: {archive}")
