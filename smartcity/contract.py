@@ -47,6 +47,26 @@ def reading_schema() -> dict[str, Any]:
     return orjson.loads(text.read_bytes())
 
 
+def type_properties(sensor_type: str) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
+    """One reading type's properties, each with its specs in the order they apply (the
+    common one, then the type's branch), and the names it requires.
+
+    JSON Schema applies both specs of a property, so a branch's `pattern` adds to the common
+    one (`^ENERGY_` and the common id format) instead of replacing it.
+    """
+    schema = reading_schema()
+    branch = next(
+        b["then"]
+        for b in schema["allOf"]
+        if b["if"]["properties"][SENSOR_TYPE_FIELD]["const"] == sensor_type
+    )
+    specs: dict[str, list[dict[str, Any]]] = {}
+    for properties in (schema["properties"], branch["properties"]):
+        for name, spec in properties.items():
+            specs.setdefault(name, []).append(spec)
+    return specs, set(schema["required"]) | set(branch["required"])
+
+
 def is_rfc3339_utc(value: str) -> bool:
     """RFC 3339 in UTC with a `Z`, as the contract asks (e.g. 2026-11-27T08:15:00.000Z)."""
     if not _RFC3339_UTC.match(value):

@@ -26,7 +26,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 
-from smartcity.contract import reading_schema
+from smartcity.contract import type_properties
 
 BLOCKING = ("contract_schema", "no_loss", "matches_landing")
 NULL_RATE_LIMIT = 0.05
@@ -77,16 +77,6 @@ def _result(name: str, passed: bool, **metadata: Any) -> dg.AssetCheckResult:
     )
 
 
-def _branch(sensor_type: str) -> tuple[dict[str, Any], set[str]]:
-    schema = reading_schema()
-    branch = next(
-        b["then"]
-        for b in schema["allOf"]
-        if b["if"]["properties"]["sensor_type"]["const"] == sensor_type
-    )
-    return {**schema["properties"], **branch["properties"]}, set(branch["required"])
-
-
 SEQUENCE_CHECKS = {
     "duplicate_keys": "unique (sensor_id, seq)",
     "meter_falls": "energy_kwh never falls",
@@ -96,9 +86,10 @@ SEQUENCE_CHECKS = {
 @cache
 def clean_schema(sensor_type: str) -> pa.DataFrameSchema:
     """The contract's column rules as a Pandera schema for one type's clean table."""
-    properties, required = _branch(sensor_type)
+    properties, required = type_properties(sensor_type)
+    id_patterns = [s["pattern"] for s in properties["sensor_id"] if "pattern" in s]
     columns: dict[str, pa.Column] = {
-        "sensor_id": pa.Column(str, pa.Check.str_matches(properties["sensor_id"]["pattern"])),
+        "sensor_id": pa.Column(str, [pa.Check.str_matches(p) for p in id_patterns]),
         "sensor_type": pa.Column(str, pa.Check.isin([sensor_type])),
         "event_time": pa.Column("datetime64[ms, UTC]"),
         "seq": pa.Column("int64", pa.Check.ge(0)),
@@ -106,19 +97,20 @@ def clean_schema(sensor_type: str) -> pa.DataFrameSchema:
         "latitude": pa.Column(float, pa.Check.in_range(-90, 90)),
         "longitude": pa.Column(float, pa.Check.in_range(-180, 180)),
     }
-    for name, spec in properties.items():
+    for name, specs in properties.items():
         if name in columns or name in ("schema_version", "sensor_type"):
             continue
         checks = []
-        if "minimum" in spec:
-            checks.append(pa.Check.ge(spec["minimum"]))
-        if "maximum" in spec:
-            checks.append(pa.Check.le(spec["maximum"]))
-        if "exclusiveMinimum" in spec:
-            checks.append(pa.Check.gt(spec["exclusiveMinimum"]))
-        if "enum" in spec:
-            checks.append(pa.Check.isin(spec["enum"]))
-        kind = spec.get("type", "string")
+        for spec in specs:
+            if "minimum" in spec:
+                checks.append(pa.Check.ge(spec["minimum"]))
+            if "maximum" in spec:
+                checks.append(pa.Check.le(spec["maximum"]))
+            if "exclusiveMinimum" in spec:
+                checks.append(pa.Check.gt(spec["exclusiveMinimum"]))
+            if "enum" in spec:
+                checks.append(pa.Check.isin(spec["enum"]))
+        kind = next((s["type"] for s in specs if "type" in s), "string")
         kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
         dtype = {"integer": "int64", "number": float, "string": str}[kind]
         columns[name] = pa.Column(dtype, checks, nullable=name not in required or name in NULLABLE)

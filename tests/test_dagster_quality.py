@@ -122,6 +122,32 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     assert stats["rows"] == 2 and stats["duplicate_keys"] == 0
 
 
+def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> None:
+    """Both patterns of the contract apply, to a sensor the registry lists (judged once on
+    the registry's side) as to one it does not (judged per row)."""
+    listed = pa.Table.from_pylist(
+        [
+            *REGISTRY.to_pylist(),
+            {"sensor_id": "WEATHER_01", "district": "east", "latitude": 52.5, "longitude": 13.5},
+        ]
+    )
+    rows = [
+        weather(1, 0),
+        weather(2, 1, sensor="WEATHER_01"),  # listed, but not in the common id format
+        weather(3, 2, sensor="ENERGY_0001"),  # listed, in the format, of another type
+        weather(4, 3, sensor="WEATHER_7"),  # neither listed nor in the format
+    ]
+    outcome = clean(frame(spark, "weather", rows), listed, "weather")
+    reasons = {r["sensor_id"]: r["reject_reason"] for r in outcome.rejects.toArrow().to_pylist()}
+    common = "sensor_id does not match ^(TRAFFIC|WEATHER|ENERGY)_[0-9]{4,6}$"
+    assert reasons == {
+        "WEATHER_01": common,
+        "ENERGY_0001": "sensor_id does not match ^WEATHER_",
+        "WEATHER_7": common,
+    }
+    assert [r["sensor_id"] for r in outcome.clean.toArrow().to_pylist()] == ["WEATHER_0001"]
+
+
 def test_contract_check_passes_on_good_rows_and_fails_on_each_kind_of_bad_row(spark, lake) -> None:
     places = {"district": "centre", "latitude": 52.5, "longitude": 13.4}
     good = [{**weather(seq, seq), **places} for seq in range(1, 5)]

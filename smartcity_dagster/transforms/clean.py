@@ -13,7 +13,7 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from smartcity.contract import reading_schema
+from smartcity.contract import type_properties
 from smartcity_dagster.transforms.balance import range_label
 from smartcity_dagster.transforms.profile import observe_sequences, previous_columns, with_previous
 
@@ -41,40 +41,49 @@ class CleanResult:
     sequences: Observation
 
 
-def contract_rules(sensor_type: str) -> list[tuple[str, Column]]:
-    """(reason, column that is true when a row breaks it) for each rule of the contract."""
-    schema = reading_schema()
-    branch = next(
-        b["then"]
-        for b in schema["allOf"]
-        if b["if"]["properties"]["sensor_type"]["const"] == sensor_type
-    )
-    properties = {**schema["properties"], **branch["properties"]}
-    required = set(schema["required"]) | set(branch["required"])
-    rules: list[tuple[str, Column]] = []
-    for name, spec in properties.items():
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the contract: the column it reads, why a row breaks it, and the test
+    that is true when a row does."""
+
+    column: str
+    reason: str
+    broken: Column
+
+
+def contract_rules(sensor_type: str) -> list[Rule]:
+    """The contract's rules for one type, in the order the schema gives them."""
+    properties, required = type_properties(sensor_type)
+    rules: list[Rule] = []
+    for name, specs in properties.items():
         if name in ("schema_version", "event_time"):
             continue
         column = F.col(name)
-        kinds = spec.get("type", [])
-        nullable = isinstance(kinds, list) and "null" in kinds
-        if name in required and not nullable:
-            rules.append((f"{name} is missing", column.isNull()))
-        if "minimum" in spec:
-            rules.append((f"{name} below {spec['minimum']}", column < spec["minimum"]))
-        if "maximum" in spec:
-            rules.append((f"{name} above {spec['maximum']}", column > spec["maximum"]))
-        if "exclusiveMinimum" in spec:
-            bound = spec["exclusiveMinimum"]
-            rules.append((f"{name} not above {bound}", column <= bound))
+        kinds = next((spec["type"] for spec in specs if "type" in spec), [])
+        if name in required and not (isinstance(kinds, list) and "null" in kinds):
+            rules.append(Rule(name, f"{name} is missing", column.isNull()))
         if name == "sensor_type":
-            rules.append((f"sensor_type is not {sensor_type}", column != sensor_type))
-        elif "enum" in spec:
-            rules.append((f"{name} not one of {spec['enum']}", ~column.isin(spec["enum"])))
-        if "pattern" in spec:
-            rules.append(
-                (f"{name} does not match {spec['pattern']}", ~column.rlike(spec["pattern"]))
-            )
+            rules.append(Rule(name, f"sensor_type is not {sensor_type}", column != sensor_type))
+            continue
+        for spec in specs:
+            rules += _spec_rules(name, spec)
+    return rules
+
+
+def _spec_rules(name: str, spec: dict) -> list[Rule]:
+    column, rules = F.col(name), []
+    if "minimum" in spec:
+        rules.append(Rule(name, f"{name} below {spec['minimum']}", column < spec["minimum"]))
+    if "maximum" in spec:
+        rules.append(Rule(name, f"{name} above {spec['maximum']}", column > spec["maximum"]))
+    if "exclusiveMinimum" in spec:
+        bound = spec["exclusiveMinimum"]
+        rules.append(Rule(name, f"{name} not above {bound}", column <= bound))
+    if "enum" in spec:
+        rules.append(Rule(name, f"{name} not one of {spec['enum']}", ~column.isin(spec["enum"])))
+    if "pattern" in spec:
+        pattern = spec["pattern"]
+        rules.append(Rule(name, f"{name} does not match {pattern}", ~column.rlike(pattern)))
     return rules
 
 
@@ -114,10 +123,23 @@ def _numbers_of_type(registry: pa.Table, sensor_type: str) -> tuple[int, int]:
 
 def _judged(raw: DataFrame, keys: DataFrame, sensor_type: str) -> DataFrame:
     """`raw` with its sensor's number (null when the registry lacks it) and the first rule
-    each row breaks (null for a valid row)."""
-    keyed = raw.join(F.broadcast(keys.select("sensor_id", SENSOR)), "sensor_id", "left")
-    rules = [*contract_rules(sensor_type), ("unknown sensor", F.col(SENSOR).isNull())]
-    return keyed.withColumn(REJECT_REASON, first_broken_rule(rules))
+    each row breaks (null for a valid row).
+
+    The rules on `sensor_id` alone (its patterns) are judged once per registry sensor, on
+    the broadcast side of the join; only a row of an unknown sensor is matched itself.
+    """
+    rules = contract_rules(sensor_type)
+    flags = {i: f"_breaks_{i}" for i, rule in enumerate(rules) if rule.column == "sensor_id"}
+    judged_keys = keys.select(
+        "sensor_id", SENSOR, *[rules[i].broken.alias(flag) for i, flag in flags.items()]
+    )
+    keyed = raw.join(F.broadcast(judged_keys), "sensor_id", "left")
+    tests = [
+        (rule.reason, F.coalesce(F.col(flags[i]), rule.broken) if i in flags else rule.broken)
+        for i, rule in enumerate(rules)
+    ]
+    tests.append(("unknown sensor", F.col(SENSOR).isNull()))
+    return keyed.withColumn(REJECT_REASON, first_broken_rule(tests)).drop(*flags.values())
 
 
 def _ranked(frame: DataFrame, sensor: list[str]) -> DataFrame:
@@ -141,7 +163,7 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     keys = sensor_keys(spark, registry)
     judged = _judged(raw, keys, sensor_type)
     label, partitions = range_label(spark, F.col(SENSOR), *_numbers_of_type(registry, sensor_type))
-    sensor = [SENSOR_RANGE, SENSOR, UNKNOWN_SENSOR]
+    sensor = [SENSOR, SENSOR_RANGE, UNKNOWN_SENSOR]
     numbered = judged.select(
         label.alias(SENSOR_RANGE),
         SENSOR,
