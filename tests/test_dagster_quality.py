@@ -17,7 +17,7 @@ from smartcity_dagster import checks
 from smartcity_dagster.tables import write_partition
 from smartcity_dagster.transforms.balance import range_label
 from smartcity_dagster.transforms.clean import clean
-from smartcity_dagster.transforms.profile import observe_sequences, table_profile, with_previous
+from smartcity_dagster.transforms.profile import table_profile
 from smartcity_stream.landing import landing_schema
 from tests.dagster_support import spark_session
 
@@ -82,17 +82,12 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def profile_of(
-    lake: Lake, table: Any, sensor_type: str, sequences: Any = None
+    lake: Lake, table: Any, sensor_type: str
 ) -> tuple[dict[str, Any], list[dict], pa.Schema]:
-    """Written as the asset writes it: the profile, the rows and the file's schema; a
-    frame without its `sequences` observation gets one."""
+    """Written as the asset writes it: the profile, the rows and the file's schema."""
     asset, day = f"clean_{sensor_type}", "2026-11-27"
-    observed = table
-    if sequences is None:
-        flagged = with_previous(table, sensor_type, ["sensor_id"])
-        observed, sequences = observe_sequences(flagged, sensor_type)
-    written = write_partition(observed, lake, asset, day)
-    profile = table_profile(written, lake, sequences)
+    written = write_partition(table, lake, asset, day)
+    profile = table_profile(written, lake, sensor_type)
     return profile, lake.read_parquet(written.key).to_pylist(), written.schema
 
 
@@ -107,7 +102,7 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
         weather(5, 6, sensor_type="traffic"),  # a reading of another type
     ]
     outcome = clean(frame(spark, "weather", rows), REGISTRY, "weather")
-    stats, kept, _ = profile_of(lake, outcome.clean, "weather", outcome.sequences)
+    stats, kept, _ = profile_of(lake, outcome.clean, "weather")
     rejects = outcome.rejects.toArrow().to_pylist()
     assert [(r["sensor_id"], r["seq"]) for r in kept] == [("WEATHER_0001", 1), ("WEATHER_0001", 2)]
     assert kept[0]["kafka_offset"] == 0 and kept[0]["district"] == "centre"

@@ -69,7 +69,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
             rejected = outcome.rejects if counts["rejects"] else outcome.rejects.limit(0)
             rejects[day] = write_partition(rejected, lake, REJECTS.format(name=name), day)
-            stats = table_profile(writes[day], lake, outcome.sequences)
+            stats = table_profile(writes[day], lake, sensor_type)
             schema = writes[day].schema
             day_results = [
                 checks.contract_schema(stats, schema, sensor_type),

@@ -15,7 +15,6 @@ from pyspark.sql import functions as F
 
 from smartcity.contract import type_properties
 from smartcity_dagster.transforms.balance import range_label
-from smartcity_dagster.transforms.profile import observe_sequences, previous_columns, with_previous
 
 REJECT_REASON = "reject_reason"
 REGISTRY_COLUMNS = ("district", "latitude", "longitude")
@@ -30,15 +29,13 @@ SENSOR_STRINGS = ("sensor_id", "sensor_type")
 class CleanResult:
     """The two outputs of a day, and what Spark observes while the clean rows are written.
 
-    `counts` (raw rows, duplicates, rejects) and `sequences` (see `observe_sequences`) are
-    filled by the action that writes `clean`; `rejects` is only worth running when `counts`
-    found any.
+    `counts` (raw rows, duplicates, rejects) is filled by the action that writes `clean`;
+    `rejects` is only worth running when `counts` found any.
     """
 
     clean: DataFrame
     rejects: DataFrame
     counts: Observation
-    sequences: Observation
 
 
 @dataclass(frozen=True)
@@ -152,12 +149,13 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
 
     Rows are judged and numbered by sensor before the one shuffle (by ranges of those
     numbers, see `balance`; the only exchange of full rows in the batch layer); after it,
-    one sort serves the dedup window, the checks' per-sensor window and the output order,
-    `(sensor_id, seq)` within each part; the registry's strings are joined last (a
-    broadcast). An unknown sensor keeps its id in `UNKNOWN_SENSOR` (null for every known
-    one) so its rows are still deduplicated and counted. Rejects are rare, so instead of
-    caching the judged day for a second output, they are recomputed from the raw copies of
-    the keys that break a rule (a small semi-join), and only when the first pass saw any.
+    one sort serves the dedup window and the output order, `(sensor_id, seq)` within each
+    part, which the checks' sequence figures rely on (see `profile`); the registry's
+    strings are joined last (a broadcast). An unknown sensor keeps its id in
+    `UNKNOWN_SENSOR` (null for every known one) so its rows are still deduplicated and
+    counted. Rejects are rare, so instead of caching the judged day for a second output,
+    they are recomputed from the raw copies of the keys that break a rule (a small
+    semi-join), and only when the first pass saw any.
     """
     spark = raw.sparkSession
     keys = sensor_keys(spark, registry)
@@ -179,16 +177,17 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
         F.count_if(~first_copy).alias("duplicates"),
         F.count_if(first_copy & ~valid).alias("rejects"),
     )
-    kept = with_previous(ranked.where(first_copy & valid), sensor_type, sensor)
-    placed = kept.join(F.broadcast(keys), SENSOR).select(
-        *[
-            F.lit(sensor_type).alias(name) if name == "sensor_type" else name
-            for name in raw.columns
-        ],
-        *REGISTRY_COLUMNS,
-        *previous_columns(sensor_type),
+    placed = (
+        ranked.where(first_copy & valid)
+        .join(F.broadcast(keys), SENSOR)
+        .select(
+            *[
+                F.lit(sensor_type).alias(name) if name == "sensor_type" else name
+                for name in raw.columns
+            ],
+            *REGISTRY_COLUMNS,
+        )
     )
-    observed, sequences = observe_sequences(placed, sensor_type)
     broken = judged.where(~valid).select("sensor_id", "seq").distinct()
     copies = _judged(raw.join(broken, ["sensor_id", "seq"], "left_semi"), keys, sensor_type)
     rejects = (
@@ -196,4 +195,4 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
         .where(first_copy & ~valid)
         .select(*raw.columns, REJECT_REASON)
     )
-    return CleanResult(observed, rejects, counts, sequences)
+    return CleanResult(placed, rejects, counts)
