@@ -30,13 +30,6 @@ def _file_metadata(spark: Any, url: str) -> Any:
         reader.close()
 
 
-def same_schema(spark: Any, sources: list[str]) -> bool:
-    """Whether every file of `sources` has the first one's Parquet schema (footers only):
-    row groups can only be concatenated into a file of one schema."""
-    schemas = [_file_metadata(spark, url).getSchema() for url in sources]
-    return all(schema.equals(schemas[0]) for schema in schemas)
-
-
 def concatenate(spark: Any, sources: list[str], target: str) -> None:
     """Write the row groups of `sources` (Spark URLs, same schema), in order, to `target`."""
     jvm = spark._jvm

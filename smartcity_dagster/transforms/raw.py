@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from smartcity.lake import Lake
 from smartcity.layout import landing_dir, landing_offsets
-from smartcity_dagster.concat import same_schema
 from smartcity_dagster.spark import spark_url
 from smartcity_dagster.tables import TableWrite, copy_partition, write_partition
 from smartcity_stream.landing import landing_schema
@@ -55,14 +55,20 @@ def read_landing(spark: Any, lake: Lake, sensor_type: str, files: list[LandedFil
     return spark.read.parquet(*(spark_url(lake, f.key) for f in files)).select(*schema.names)
 
 
-def copies_as_is(spark: Any, lake: Lake, files: list[LandedFile]) -> bool:
-    """Whether the files' row groups can be the table's: large enough and of one schema."""
+def copies_as_is(lake: Lake, files: list[LandedFile]) -> bool:
+    """Whether the files' row groups can be the table's: large enough and of one Parquet
+    schema (row groups can only be concatenated into a file of one schema; the footers are
+    read with pyarrow, no JVM call per file)."""
     if not files:
         return False
     mean_rows = sum(f.last - f.first + 1 for f in files) / len(files)
-    return mean_rows >= COPY_MIN_ROWS and same_schema(
-        spark, [spark_url(lake, f.key) for f in files]
-    )
+    if mean_rows < COPY_MIN_ROWS:
+        return False
+    schemas = []
+    for landed in files:
+        with lake.filesystem.open_input_file(lake.path(landed.key)) as source:
+            schemas.append(pq.ParquetFile(source).schema)
+    return all(schema.equals(schemas[0]) for schema in schemas)
 
 
 def compact(spark: Any, lake: Lake, sensor_type: str, day: str, asset: str) -> TableWrite:
@@ -72,7 +78,7 @@ def compact(spark: Any, lake: Lake, sensor_type: str, day: str, asset: str) -> T
     more only to order a table nobody reads in offset order: `clean` deduplicates by key and
     the offsets stay in the rows)."""
     files = landed_files(lake, sensor_type, day)
-    if copies_as_is(spark, lake, files):
+    if copies_as_is(lake, files):
         return copy_partition(spark, lake, [f.key for f in files], asset, day)
     landing = read_landing(spark, lake, sensor_type, files)
     return write_partition(
