@@ -16,7 +16,7 @@ from smartcity.settings import Settings
 from smartcity_dagster import checks
 from smartcity_dagster.tables import write_partition
 from smartcity_dagster.transforms.balance import range_label
-from smartcity_dagster.transforms.clean import clean
+from smartcity_dagster.transforms.clean import clean, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
 from smartcity_stream.landing import landing_schema
 from tests.dagster_support import spark_session
@@ -101,19 +101,20 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
         weather(4, 4, sensor="WEATHER_0999"),  # not in the registry
         weather(5, 6, sensor_type="traffic"),  # a reading of another type
     ]
-    outcome = clean(frame(spark, "weather", rows), REGISTRY, "weather")
+    raw = frame(spark, "weather", rows)
+    outcome = clean(raw, REGISTRY, "weather")
     stats, kept, _ = profile_of(lake, outcome.clean, "weather")
-    rejects = outcome.rejects.toArrow().to_pylist()
+    rejected = rejected_rows(raw, REGISTRY, "weather").toArrow().to_pylist()
     assert [(r["sensor_id"], r["seq"]) for r in kept] == [("WEATHER_0001", 1), ("WEATHER_0001", 2)]
     assert kept[0]["kafka_offset"] == 0 and kept[0]["district"] == "centre"
-    assert sorted(r["reject_reason"] for r in rejects) == [
+    assert sorted(r["reject_reason"] for r in rejected) == [
         "sensor_type is not weather",
         "temperature_c below -60",
         "unknown sensor",
     ]
     counts = outcome.counts.get
     assert counts == {"rows": 7, "duplicates": 2, "rejects": 3}
-    assert checks.no_loss(counts["rows"], len(kept), len(rejects), counts["duplicates"]).passed
+    assert checks.no_loss(counts["rows"], len(kept), len(rejected), counts["duplicates"]).passed
     assert stats["rows"] == 2 and stats["duplicate_keys"] == 0
 
 
@@ -132,8 +133,12 @@ def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> N
         weather(3, 2, sensor="ENERGY_0001"),  # listed, in the format, of another type
         weather(4, 3, sensor="WEATHER_7"),  # neither listed nor in the format
     ]
-    outcome = clean(frame(spark, "weather", rows), listed, "weather")
-    reasons = {r["sensor_id"]: r["reject_reason"] for r in outcome.rejects.toArrow().to_pylist()}
+    raw = frame(spark, "weather", rows)
+    outcome = clean(raw, listed, "weather")
+    reasons = {
+        r["sensor_id"]: r["reject_reason"]
+        for r in rejected_rows(raw, listed, "weather").toArrow().to_pylist()
+    }
     common = "sensor_id does not match ^(TRAFFIC|WEATHER|ENERGY)_[0-9]{4,6}$"
     assert reasons == {
         "WEATHER_01": common,

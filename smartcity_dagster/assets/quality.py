@@ -11,7 +11,7 @@ from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
-from smartcity_dagster.transforms.clean import clean
+from smartcity_dagster.transforms.clean import clean, no_rejected_rows, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
 from smartcity_stream.sensors import registry_from_lake
 
@@ -67,7 +67,11 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
             writes[day] = write_partition(outcome.clean, lake, name, day)
             counts = outcome.counts.get
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
-            rejected = outcome.rejects if counts["rejects"] else outcome.rejects.limit(0)
+            rejected = (
+                rejected_rows(raw, registry, sensor_type)
+                if counts["rejects"]
+                else no_rejected_rows(raw)
+            )
             rejects[day] = write_partition(rejected, lake, REJECTS.format(name=name), day)
             stats = table_profile(writes[day], lake, sensor_type)
             schema = writes[day].schema

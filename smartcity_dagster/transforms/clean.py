@@ -27,14 +27,13 @@ SENSOR_STRINGS = ("sensor_id", "sensor_type")
 
 @dataclass(frozen=True)
 class CleanResult:
-    """The two outputs of a day, and what Spark observes while the clean rows are written.
+    """The clean rows of a day, and what Spark observes while they are written.
 
     `counts` (raw rows, duplicates, rejects) is filled by the action that writes `clean`;
-    `rejects` is only worth running when `counts` found any.
+    `rejected_rows` is only worth planning and running when it found any.
     """
 
     clean: DataFrame
-    rejects: DataFrame
     counts: Observation
 
 
@@ -154,8 +153,7 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     strings are joined last (a broadcast). An unknown sensor keeps its id in
     `UNKNOWN_SENSOR` (null for every known one) so its rows are still deduplicated and
     counted. Rejects are rare, so instead of caching the judged day for a second output,
-    they are recomputed from the raw copies of the keys that break a rule (a small
-    semi-join), and only when the first pass saw any.
+    `rejected_rows` recomputes them when the first pass saw any.
     """
     spark = raw.sparkSession
     keys = sensor_keys(spark, registry)
@@ -188,11 +186,23 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
             *REGISTRY_COLUMNS,
         )
     )
-    broken = judged.where(~valid).select("sensor_id", "seq").distinct()
+    return CleanResult(placed, counts)
+
+
+def rejected_rows(raw: DataFrame, registry: pa.Table, sensor_type: str) -> DataFrame:
+    """The first copies of the keys whose first copy breaks a rule, with the rule: from the
+    raw copies of those keys (a small semi-join), judged and deduplicated as `clean` does."""
+    keys = sensor_keys(raw.sparkSession, registry)
+    judged = _judged(raw, keys, sensor_type)
+    broken = judged.where(F.col(REJECT_REASON).isNotNull()).select("sensor_id", "seq").distinct()
     copies = _judged(raw.join(broken, ["sensor_id", "seq"], "left_semi"), keys, sensor_type)
-    rejects = (
+    return (
         _ranked(copies, ["sensor_id"])
-        .where(first_copy & ~valid)
+        .where((F.col(RANK) == 1) & F.col(REJECT_REASON).isNotNull())
         .select(*raw.columns, REJECT_REASON)
     )
-    return CleanResult(placed, rejects, counts)
+
+
+def no_rejected_rows(raw: DataFrame) -> DataFrame:
+    """An empty rejects table (a day without any), planned without the rules."""
+    return raw.limit(0).select(*raw.columns, F.lit(None).cast("string").alias(REJECT_REASON))
