@@ -3,7 +3,7 @@ parsed and verified once per machine instead of at every start of a run.
 
 A local run's driver JVM loads thousands of classes from Spark's jars, most of them on one
 core before its first task; mapped from an archive that an earlier JVM wrote, they cost a
-fraction of that (measured on 2 cores: the session up and a first job done in 7.6 s instead
+fraction of that (measured on 2 cores: the session up and a first job done in 6.3 s instead
 of 13.0 s). The archive is written once per JDK, Spark version and jar set, by a JVM that
 runs a small simulated day through the daily pipeline, so it holds the classes every step
 loads (`smartcity services install --spark`, part of `make jvm`); `spark_config` names it
