@@ -85,7 +85,8 @@ def _exercise(target: Path) -> None:
     from smartcity.lake import Lake
     from smartcity.layout import registry_key
     from smartcity.settings import Settings
-    from smartcity_dagster.spark import spark_config
+    from smartcity_dagster.runs import materialize_daily
+    from smartcity_dagster.spark import LOCAL_DRIVER_JVM_OPTIONS, spark_config
     from smartcity_stream.simulated_day import land_simulated_day
 
     with tempfile.TemporaryDirectory(prefix="smartcity-class-archive-") as folder:
@@ -103,17 +104,11 @@ def _exercise(target: Path) -> None:
         builder = SparkSession.builder
         for key, value in spark_config(settings).items():
             if key == "spark.driver.extraJavaOptions":
-                value = f"{value} -XX:ArchiveClassesAtExit={target}"
+                value = f"{LOCAL_DRIVER_JVM_OPTIONS} -XX:ArchiveClassesAtExit={target}"
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
-        from smartcity_dagster.assets.quality import sensor_registry
-        from smartcity_dagster.definitions import defs
-
         with dg.DagsterInstance.ephemeral() as instance:
-            dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
-            defs.resolve_job_def("daily_pipeline").execute_in_process(
-                partition_key=day, instance=instance
-            )
+            materialize_daily(instance, day)
         driver = SparkContext._gateway.proc
         spark.stop()
         driver.stdin.close()

@@ -60,16 +60,10 @@ def materialize(
     dagster_home(settings)
     import dagster as dg
 
-    from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.definitions import defs
+    from smartcity_dagster.runs import materialize_daily
 
-    instance = dg.DagsterInstance.get()
-    dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
-    job = defs.resolve_job_def("daily_pipeline")
     tags = {RANGE_START: first, RANGE_END: last} if first else {}
-    result = job.execute_in_process(
-        partition_key=one, tags=tags, instance=instance, raise_on_error=False
-    )
+    result = materialize_daily(dg.DagsterInstance.get(), one, tags=tags, raise_on_error=False)
     console = Console()
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":

@@ -37,12 +37,9 @@ def dagster_home(path: Path) -> Path:
 
 
 def materialize_day(day: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.definitions import defs
+    from smartcity_dagster.runs import materialize_daily
 
-    dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
-    job = defs.resolve_job_def("daily_pipeline")
-    return job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+    return materialize_daily(instance, day, raise_on_error=False)
 
 
 BROWSER_FLAGS = [
