@@ -5,7 +5,8 @@ byte-identical so there is never a second, drifting copy. `validate_reading` run
 itself (fastjsonschema); `ReadingDecoder` compiles the same schema into pydantic types whose
 Rust core decodes and checks a message in a few microseconds, which the stream worker needs
 at tens of thousands of messages per second. A property test holds the two to the same
-verdicts.
+verdicts; the decoder alone also rejects integers beyond 64 bits, which the schema allows
+and the lake cannot hold.
 """
 
 from __future__ import annotations
@@ -106,14 +107,20 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT64 = Field(ge=INT64_MIN, le=INT64_MAX)
+"""JSON Schema's integers have no size, the lake's columns are 64 bits: a reading whose
+integer does not fit is rejected here (reason `integer_overflow`) instead of failing the
+landing of the whole batch it came in."""
+
 _JSON_TYPES: dict[str, Any] = {
-    "integer": Annotated[int, BeforeValidator(_json_integer)],
+    "integer": Annotated[int, _INT64, BeforeValidator(_json_integer)],
     "number": float,
     "string": str,
     "null": None,
 }
 # Integers written as integers only: checked in Rust alone, no Python call per field.
-_PLAIN_INTEGERS = {**_JSON_TYPES, "integer": int}
+_PLAIN_INTEGERS = {**_JSON_TYPES, "integer": Annotated[int, _INT64]}
 
 
 def _annotation(spec: dict[str, Any], types: dict[str, Any]) -> Any:
@@ -209,4 +216,8 @@ class ReadingDecoder:
             if first["type"] == "json_invalid":
                 raise ContractError(first["msg"], reason="malformed_json") from None
             where = ".".join(str(part) for part in first["loc"][1:] or first["loc"])
+            limit = first.get("ctx", {})
+            if limit.get("le") == INT64_MAX or limit.get("ge") == INT64_MIN:
+                message = f"{where}: {first['input']} does not fit in a 64-bit integer"
+                raise ContractError(message, reason="integer_overflow") from None
             raise ContractError(f"{where}: {first['msg']}" if where else first["msg"]) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -220,6 +222,24 @@ def test_decoder_takes_an_integral_number_as_an_integer() -> None:
     with pytest.raises(ContractError) as fraction:
         decoder.decode(orjson.dumps(traffic(1, vehicle_count=7.5)))
     assert fraction.value.reason == "out_of_contract" and "vehicle_count" in str(fraction.value)
+
+
+def test_decoder_rejects_integers_the_lake_cannot_hold() -> None:
+    """The schema allows any integer; the landing's columns are 64 bits, so a larger one is
+    rejected with its own reason instead of failing the landing of its whole batch."""
+    decoder = ReadingDecoder()
+    largest = traffic(2, vehicle_count=2**63 - 1)
+    assert decoder.decode(orjson.dumps(largest))["vehicle_count"] == 2**63 - 1
+    for too_large in (
+        traffic(1, vehicle_count=2**63),
+        traffic(2**70),
+        traffic(1, vehicle_count=2e21),
+    ):
+        validate_reading(too_large)
+        with pytest.raises(ContractError) as overflow:
+            decoder.decode(json.dumps(too_large).encode())
+        assert overflow.value.reason == "integer_overflow"
+        assert "does not fit in a 64-bit integer" in str(overflow.value)
 
 
 def test_only_a_missing_coordinator_makes_a_commit_wait() -> None:
