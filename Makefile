@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint format unit jvm minio prometheus chromium postgresql bench clean
+.PHONY: demo test lint format unit jvm minio prometheus chromium postgresql bench docs-images clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ unit: $(INSTALLED)
 
 test: lint jvm minio prometheus chromium postgresql
 	$(BIN)/pytest
+
+# The README's picture of the Dagster asset graph, taken by the webserver test, which otherwise
+# writes its screenshot into a temporary folder.
+docs-images: jvm chromium
+	SMARTCITY_REFRESH_DOCS_IMAGES=1 $(BIN)/pytest tests/test_dagster_webserver.py
 
 # vegeta, the API bench's load generator (open-loop pacing), built once into Go's bin folder.
 VEGETA := $(shell go env GOPATH 2>/dev/null)/bin/vegeta
