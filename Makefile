@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint format unit jvm minio prometheus chromium postgresql bench docs-images clean
+.PHONY: demo test lint format unit jvm minio prometheus chromium postgresql mosquitto bench docs-images clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ postgresql:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 	  (systemctl disable --now postgresql || service postgresql stop) >/dev/null 2>&1 || true; }
 
+# Eclipse Mosquitto from Debian for the MQTT bridge's tests and `services up --mqtt` (the
+# fixtures and the command run their own broker on a loopback port; the package's service is
+# never used).
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+	  test "$$(id -u)" = 0 || { echo "make mosquitto: run as root, or apt-get install mosquitto mosquitto-clients"; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients; \
+	  (systemctl disable --now mosquitto || service mosquitto stop) >/dev/null 2>&1 || true; }
+
 demo: jvm
 	$(BIN)/smartcity demo
 
@@ -56,7 +65,7 @@ format: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
 
-test: lint jvm minio prometheus chromium postgresql
+test: lint jvm minio prometheus chromium postgresql mosquitto
 	$(BIN)/pytest
 
 # The README's picture of the Dagster asset graph, taken by the webserver test, which otherwise

@@ -36,9 +36,9 @@ from simulator.producer import ReadingProducer
 from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.lake import Lake
+from smartcity.registry import import_registry
 from smartcity.services.processes import free_port
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_stream.sensors import sensors_by_id
 from smartcity_stream.worker import StreamWorker, WorkerOptions
 from tests.api_support import DAY, START, build_tables
 from tests.stream_support import SMARTCITY, worker_env
@@ -52,15 +52,17 @@ VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 def land(settings: Settings, lake_dir: Path, hours: int) -> Settings:
     """Produce `hours` of readings and land them with the real worker (in process)."""
     config = SimulationConfig(start_ms=int(START.timestamp() * 1000), interval_ms=INTERVAL_MS)
-    simulation = Simulation(build_registry(), config)
+    registry = build_registry()
+    local = settings.model_copy(update={"lake_uri": lake_dir.as_uri()})
+    imported, _ = import_registry(Lake.from_settings(local), registry.table())
+    simulation = Simulation(registry, config)
     producer = ReadingProducer(settings)
     for _ in range(hours * 3600 * 1000 // INTERVAL_MS):
         for batch in simulation.next_step():
             producer.send(batch)
     assert producer.flush(120) == 0
-    local = settings.model_copy(update={"lake_uri": lake_dir.as_uri()})
     options = WorkerOptions(until_idle_s=2.0, group_id=f"bench-api-{uuid.uuid4().hex[:6]}")
-    StreamWorker(local, sensors_by_id(registry_table(build_registry())), options).run()
+    StreamWorker(local, imported.active_sensors(), options).run()
     return local
 
 

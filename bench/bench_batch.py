@@ -19,11 +19,12 @@ from pathlib import Path
 import duckdb
 
 from bench.bench_simulator import START_MS
+from simulator.landed_day import land_simulated_day
 from simulator.registry import registry_table
 from smartcity.lake import Lake
-from smartcity.layout import landing_dir, registry_key
+from smartcity.layout import landing_dir
+from smartcity.registry import import_registry
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_stream.simulated_day import land_simulated_day
 
 DAY = "2026-11-27"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "bench"
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         rows, hit = landed_lake(lake, args.interval, args.fresh)
         how = "linked from the cache" if hit else "landed"
         print(f"{how}: {rows:,} readings in {time.perf_counter() - started:.1f} s")
-        lake.write_parquet(registry_key(), registry_table())
+        import_registry(lake, registry_table())  # the cached landing is linked, not its lake
         spark_s, jvm_cpu_s, per_asset = spark_pipeline()
         reference_s = duckdb_reference(lake)
     for asset, (seconds, read) in per_asset.items():

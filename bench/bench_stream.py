@@ -30,8 +30,8 @@ from bench.bench_simulator import broker, fresh_topics, simulation
 from simulator.producer import ReadingProducer
 from simulator.registry import build_registry, registry_table
 from smartcity.kafka import client_config
+from smartcity.registry import sensors_by_id
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_stream.sensors import sensors_by_id
 from smartcity_stream.worker import StreamWorker, WorkerOptions
 
 IDLE_S = 2.0

@@ -18,15 +18,28 @@ from simulator.encoding import format_event_time
 from simulator.faults import FaultConfig, FaultSpecError
 from simulator.openweather import API_KEY_ENV, OpenWeatherSource
 from simulator.producer import ReadingProducer, TopicsMissing
-from simulator.registry import Registry, RegistryError, build_registry, parse_sensor_counts
+from simulator.registry import (
+    Registry,
+    SensorCountError,
+    build_registry,
+    parse_sensor_counts,
+    registry_from_table,
+)
 from simulator.runner import run, stop_on_signals
 from simulator.simulation import Simulation, SimulationConfig
 from simulator.summary import build_summary, write_ground_truth
 from smartcity.cli_support import UserError, err_console, friendly_errors, settings_or_exit
 from smartcity.lake import Lake
-from smartcity.layout import registry_key
+from smartcity.registry import (
+    RegistryError,
+    import_registry,
+    load_registry,
+    table_rows,
+    validated_table,
+)
 from smartcity.settings import SENSOR_TYPES, Settings
 
+DEFAULT_SENSORS = "210"
 LIVE_INTERVAL_S = 0.1  # 210 sensors every 0.1 s: the 2,100 msgs/s of the default city
 BACKFILL_INTERVAL_S = 10.0  # a day of the default city: 1.8 M readings
 DAY_S = 86_400
@@ -64,16 +77,24 @@ def _interval_ms(seconds: float) -> int:
     return milliseconds
 
 
-def publish_registry(settings: Settings, registry: Registry) -> None:
-    """Put the registry where the stream worker and the assets look for it (`sensor_registry`).
-
-    A lake that cannot be written is only a warning: the consumers fall back to the default
-    city, which is what most runs simulate anyway.
-    """
+def city_registry(settings: Settings, sensors: str | None) -> Registry:
+    """The sensors to simulate: the registry in the lake when no count is asked for, else
+    the default city of that size (210 sensors when the lake has none), which is then
+    imported as the registry, validated like any city's file (`smartcity sensors import`)."""
+    lake = Lake.from_settings(settings)
     try:
-        Lake.from_settings(settings).write_parquet(registry_key(), registry.table())
+        if sensors is None and (found := load_registry(lake)).version:
+            return registry_from_table(found.table.filter(found.table.column("active")))
+        registry = build_registry(parse_sensor_counts(sensors or DEFAULT_SENSORS))
+        table = validated_table(
+            (f"sensor {row['sensor_id']}", row) for row in table_rows(registry.table())
+        )
+        import_registry(lake, table)
+    except (RegistryError, SensorCountError) as error:
+        raise UserError(str(error)) from None
     except OSError as error:
-        err_console.print(f"[yellow]warning:[/] sensor registry not published to the lake: {error}")
+        raise UserError(f"the sensor registry could not be read or imported: {error}") from None
+    return registry
 
 
 @friendly_errors
@@ -103,7 +124,10 @@ def simulate(
         42, help="Seed of readings, anomalies and faults (same seed, same bytes)."
     ),
     sensors: str = typer.Option(
-        "210", help="Sensor count (N, split 10:1:10) or traffic=N,weather=N,energy=N."
+        None,
+        help="Simulate the default city with this many sensors (N, split 10:1:10, or "
+        "traffic=N,weather=N,energy=N) and import it as the registry. Default: the registry "
+        f"in the lake, else the default city of {DEFAULT_SENSORS}.",
     ),
     faults: str = typer.Option(
         "",
@@ -131,10 +155,10 @@ def simulate(
     """Send realistic sensor readings to Kafka, with planted anomalies and faults on demand."""
     settings = settings_or_exit()
     try:
-        registry = build_registry(parse_sensor_counts(sensors))
         fault_config = FaultConfig.parse(faults)
-    except (RegistryError, FaultSpecError) as error:
+    except FaultSpecError as error:
         raise UserError(str(error)) from None
+    registry = city_registry(settings, sensors)
     backfill = backfill_date is not None
     if backfill:
         start_ms = parse_backfill_start(backfill_date)
@@ -181,7 +205,6 @@ def simulate(
         producer = ReadingProducer(settings)
     except TopicsMissing as error:
         raise UserError(str(error)) from None
-    publish_registry(settings, registry)
     summary_path = summary or settings.runtime_dir / "simulate-summary.json"
     truth_path = ground_truth or settings.runtime_dir / "ground-truth.jsonl"
     console = Console(stderr=True)

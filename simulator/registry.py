@@ -9,13 +9,15 @@ or 100,000 sensors are simulated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 
-from simulator.city import BERLIN, City
+from simulator.city import BERLIN, City, District
+from smartcity.registry import REGISTRY_SCHEMA
 from smartcity.settings import SENSOR_TYPES
 
 REGISTRY_SEED = 20261127
@@ -39,9 +41,16 @@ _LOAD_SHARE = np.array([0.5, 0.35, 0.15])
 _FEEDER_KW_MIN = np.array([100, 200, 500])
 _FEEDER_KW_MAX = np.array([600, 1000, 2000])
 NOMINAL_VOLTAGE_V = 230.0
+DEFAULT_ROAD_CLASS = "arterial"
+DEFAULT_LOAD_PROFILE = "residential"
+DEFAULT_FEEDER_KW = 400.0
+DEFAULT_ELEVATION_M = 40.0
+DECLARED_INTERVAL_S = 60.0
+"""What the default city's sensors declare in the registry (a run may simulate another)."""
+INSTALLED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-class RegistryError(ValueError):
+class SensorCountError(ValueError):
     """Sensor counts the registry cannot honour (the message says which and why)."""
 
 
@@ -51,7 +60,7 @@ def parse_sensor_counts(spec: str) -> dict[str, int]:
     if spec.isdigit():
         total = int(spec)
         if total < len(SENSOR_TYPES):
-            raise RegistryError(f"--sensors {total}: need at least one sensor of each type")
+            raise SensorCountError(f"--sensors {total}: need at least one sensor of each type")
         default_total = sum(DEFAULT_COUNTS.values())
         weather = max(1, round(total * DEFAULT_COUNTS["weather"] / default_total))
         traffic = (total - weather + 1) // 2
@@ -61,13 +70,13 @@ def parse_sensor_counts(spec: str) -> dict[str, int]:
         for part in filter(None, (p.strip() for p in spec.split(","))):
             name, sep, value = part.partition("=")
             if not sep or name not in counts or not value.strip().isdigit():
-                raise RegistryError(
+                raise SensorCountError(
                     f"--sensors {spec!r}: expected N or traffic=N,weather=N,energy=N"
                 )
             counts[name] = int(value)
     for sensor_type, count in counts.items():
         if not 1 <= count <= MAX_PER_TYPE:
-            raise RegistryError(f"{sensor_type} sensors: {count}, expected 1..{MAX_PER_TYPE}")
+            raise SensorCountError(f"{sensor_type} sensors: {count}, expected 1..{MAX_PER_TYPE}")
     return counts
 
 
@@ -105,7 +114,14 @@ class SensorGroup:
         if self.size >= 10**digits:
             digits += 1
         spare = 10**digits - self.size
-        return sensor_id(self.sensor_type, self.size + k % spare, digits)
+        number = self.size + k % spare
+        while (candidate := sensor_id(self.sensor_type, number, digits)) in self.id_set:
+            number = (number + 1) % 10**digits  # a registry's ids need not be 0..size-1
+        return candidate
+
+    @cached_property
+    def id_set(self) -> frozenset[str]:
+        return frozenset(self.ids)
 
     def profile_columns(self) -> dict[str, list[object]]:
         """The type-specific registry columns (names as in `REGISTRY_SCHEMA`)."""
@@ -274,6 +290,95 @@ def build_registry(
     )
 
 
+def registry_from_table(table: pa.Table, climate: City = BERLIN) -> Registry:
+    """The city a registry table describes, to simulate readings for any city's sensors.
+
+    Districts and the bounding box come from the sensors themselves; the clock and the
+    climate are `climate`'s (the models know no other). An attribute the registry leaves
+    out gets the value of the most common class of its kind (an arterial road, a
+    residential feeder), so a registry with only the required fields still simulates.
+    """
+    rows = sorted(table.to_pylist(), key=lambda row: row["sensor_id"])
+    names = sorted({row["district"] for row in rows})
+    members = {name: [r for r in rows if r["district"] == name] for name in names}
+    city = replace(
+        climate,
+        districts=tuple(
+            District(
+                name,
+                float(np.mean([r["latitude"] for r in sensors])),
+                float(np.mean([r["longitude"] for r in sensors])),
+            )
+            for name, sensors in members.items()
+        ),
+        south=min(r["latitude"] for r in rows),
+        north=max(r["latitude"] for r in rows),
+        west=min(r["longitude"] for r in rows),
+        east=max(r["longitude"] for r in rows),
+    )
+    by_type = {t: [r for r in rows if r["sensor_type"] == t] for t in SENSOR_TYPES}
+    return Registry(
+        city=city,
+        traffic=_traffic_from_rows(by_type["traffic"], names),
+        weather=WeatherSensors(
+            **_common_from_rows("weather", by_type["weather"], names),
+            elevation_m=_column(by_type["weather"], "elevation_m", DEFAULT_ELEVATION_M),
+        ),
+        energy=_energy_from_rows(by_type["energy"], names),
+    )
+
+
+def _common_from_rows(sensor_type: str, rows: list[dict], districts: list[str]) -> dict:
+    return {
+        "sensor_type": sensor_type,
+        "ids": tuple(row["sensor_id"] for row in rows),
+        "district": np.array([districts.index(row["district"]) for row in rows], dtype=np.int64),
+        "latitude": _column(rows, "latitude", 0.0),
+        "longitude": _column(rows, "longitude", 0.0),
+    }
+
+
+def _column(rows: list[dict], name: str, default: float) -> np.ndarray:
+    return np.array(
+        [default if row.get(name) is None else row[name] for row in rows], dtype=np.float64
+    )
+
+
+def _traffic_from_rows(rows: list[dict], districts: list[str]) -> TrafficSensors:
+    road = np.array(
+        [ROAD_CLASSES.index(row.get("road_class") or DEFAULT_ROAD_CLASS) for row in rows],
+        dtype=np.int64,
+    )
+    lanes = _column(rows, "lanes", np.nan)
+    lanes = np.where(np.isnan(lanes), _ROAD_LANES_MIN[road], lanes).astype(np.int64)
+    speed = _column(rows, "speed_limit_kmh", np.nan)
+    capacity = _column(rows, "capacity_vph", np.nan)
+    return TrafficSensors(
+        **_common_from_rows("traffic", rows, districts),
+        road_class=road,
+        lanes=lanes,
+        speed_limit_kmh=np.where(np.isnan(speed), _ROAD_SPEED_LIMIT_KMH[road], speed).astype(
+            np.int64
+        ),
+        capacity_vph=np.where(
+            np.isnan(capacity), lanes * _ROAD_LANE_CAPACITY_VPH[road], capacity
+        ).astype(np.int64),
+    )
+
+
+def _energy_from_rows(rows: list[dict], districts: list[str]) -> EnergySensors:
+    profile = np.array(
+        [LOAD_PROFILES.index(row.get("load_profile") or DEFAULT_LOAD_PROFILE) for row in rows],
+        dtype=np.int64,
+    )
+    return EnergySensors(
+        **_common_from_rows("energy", rows, districts),
+        load_profile=profile,
+        feeder_capacity_kw=_column(rows, "feeder_capacity_kw", DEFAULT_FEEDER_KW),
+        nominal_voltage_v=_column(rows, "nominal_voltage_v", NOMINAL_VOLTAGE_V),
+    )
+
+
 def registry_table(registry: Registry | None = None) -> pa.Table:
     """The registry as an Arrow table (the `sensor_registry` asset), default city if none."""
     registry = registry or build_registry()
@@ -287,27 +392,11 @@ def registry_table(registry: Registry | None = None) -> pa.Table:
             "district": [districts[i] for i in group.district.tolist()],
             "latitude": group.latitude.tolist(),
             "longitude": group.longitude.tolist(),
+            "interval_s": [DECLARED_INTERVAL_S] * group.size,
+            "installed_at": [INSTALLED_AT] * group.size,
+            "active": [True] * group.size,
             **group.profile_columns(),
         }
         for name, column in columns.items():
             column.extend(values.get(name, [None] * group.size))
     return pa.table(columns, schema=REGISTRY_SCHEMA)
-
-
-REGISTRY_SCHEMA = pa.schema(
-    [
-        pa.field("sensor_id", pa.string(), nullable=False),
-        pa.field("sensor_type", pa.string(), nullable=False),
-        pa.field("district", pa.string(), nullable=False),
-        pa.field("latitude", pa.float64(), nullable=False),
-        pa.field("longitude", pa.float64(), nullable=False),
-        pa.field("road_class", pa.string()),
-        pa.field("lanes", pa.int32()),
-        pa.field("speed_limit_kmh", pa.int32()),
-        pa.field("capacity_vph", pa.int32()),
-        pa.field("elevation_m", pa.float64()),
-        pa.field("load_profile", pa.string()),
-        pa.field("feeder_capacity_kw", pa.float64()),
-        pa.field("nominal_voltage_v", pa.float64()),
-    ]
-)

@@ -14,6 +14,7 @@ PROGRESS = f"{LANDING}/_progress"
 LIVE = "live"
 TABLES = "tables"
 QUALITY = "quality"
+REGISTRY = "registry"
 _LANDING_NAME = re.compile(r"/p(\d+)-(\d+)-(\d+)\.parquet$")
 
 
@@ -61,7 +62,18 @@ def table_partition_key(asset: str, day: date | str) -> str:
 
 
 def registry_key() -> str:
+    """The published `sensor_registry` table (the Dagster asset's output)."""
     return f"{table_dir('sensor_registry')}/sensor_registry.parquet"
+
+
+def registry_version_key(version: int) -> str:
+    """One imported registry version: written once, never changed."""
+    return f"{REGISTRY}/versions/v{version:06d}.parquet"
+
+
+def registry_current_key() -> str:
+    """Which registry version is in force (JSON: version, sensors, digest, imported_at)."""
+    return f"{REGISTRY}/current.json"
 
 
 def quality_key(asset: str, day: date | str) -> str:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_region: str = "us-east-1"
     api_key: SecretStr | None = None
+    ingest_key: SecretStr | None = Field(
+        default=None, description="key that writes readings (X-API-Key on POST /api/v1/readings)"
+    )
+    mqtt_broker: str = Field(default="127.0.0.1:1883", description="MQTT broker host:port")
     api_cors_origins: str = Field(
         default="", description="comma-separated origins allowed by the API's CORS, or *"
     )
@@ -69,7 +73,7 @@ class Settings(BaseSettings):
     kafka_port: int = Field(default=0, ge=0, le=65535)
     s3_port: int = Field(default=0, ge=0, le=65535)
 
-    @field_validator("kafka_bootstrap")
+    @field_validator("kafka_bootstrap", "mqtt_broker")
     @classmethod
     def _bootstrap_is_host_port_list(cls, value: str) -> str:
         for server in value.split(","):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from simulator.registry import REGISTRY_SCHEMA
+from smartcity.registry import REGISTRY_SCHEMA
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.live import latest_schema
 

@@ -36,9 +36,9 @@ from smartcity.layout import (
     quality_key,
     table_dir,
 )
+from smartcity.registry import load_registry
 from smartcity.settings import Settings
 from smartcity_stream.live import latest_schema
-from smartcity_stream.sensors import registry_from_lake
 
 T = TypeVar("T")
 MB = 1 << 20
@@ -241,7 +241,7 @@ class LakeReader:
         return dataset.to_table(columns=columns, filter=where)
 
     def registry(self) -> pa.Table:
-        return self.memo(self._registry, "table", lambda: registry_from_lake(self.lake))
+        return self.memo(self._registry, "table", lambda: load_registry(self.lake).table)
 
     def sensors(self) -> dict[str, dict[str, Any]]:
         """sensor_id -> its registry row."""

@@ -18,7 +18,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from smartcity.services.jvm import CACHE_DIR, JvmSetupError, java_binary
@@ -26,6 +28,8 @@ from smartcity.services.jvm import CACHE_DIR, JvmSetupError, java_binary
 EXERCISE_INTERVAL_S = 300.0
 """Every sensor every five minutes: 60,480 readings, enough for every code path of a step."""
 EXIT_TIMEOUT_S = 300
+SAMPLE_DATA = "smartcity.sample_data"
+"""Entry points that land a sample day: (lake, start_ms, interval_s) -> readings landed."""
 
 
 def archive_path() -> Path | None:
@@ -47,6 +51,15 @@ def driver_options() -> list[str]:
     """The driver JVM's option that maps the archive, if it has been written."""
     archive = archive_path()
     return [f"-XX:SharedArchiveFile={archive}"] if archive and archive.exists() else []
+
+
+def sample_day_producer() -> Callable[..., int]:
+    """The installed producer of a landed sample day (the simulator's), which the platform
+    finds by entry point instead of importing it."""
+    found = entry_points(group=SAMPLE_DATA, name="day")
+    if not found:
+        raise JvmSetupError(f"no `{SAMPLE_DATA}` producer installed to exercise Spark with")
+    return next(iter(found)).load()
 
 
 def build_archive() -> Path:
@@ -81,13 +94,12 @@ def _exercise(target: Path) -> None:
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    from simulator.registry import registry_table
     from smartcity.lake import Lake
-    from smartcity.layout import registry_key
     from smartcity.settings import Settings
     from smartcity_dagster.runs import materialize_daily
     from smartcity_dagster.spark import LOCAL_DRIVER_JVM_OPTIONS, spark_config
-    from smartcity_stream.simulated_day import land_simulated_day
+
+    land_sample_day = sample_day_producer()
 
     with tempfile.TemporaryDirectory(prefix="smartcity-class-archive-") as folder:
         settings = Settings(
@@ -99,8 +111,7 @@ def _exercise(target: Path) -> None:
         day = settings.partitions_start
         start = datetime.fromisoformat(day).replace(tzinfo=UTC)
         lake = Lake.from_settings(settings)
-        land_simulated_day(lake, int(start.timestamp() * 1000), EXERCISE_INTERVAL_S)
-        lake.write_parquet(registry_key(), registry_table())
+        land_sample_day(lake, int(start.timestamp() * 1000), EXERCISE_INTERVAL_S)
         builder = SparkSession.builder
         for key, value in spark_config(settings).items():
             if key == "spark.driver.extraJavaOptions":

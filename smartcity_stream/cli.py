@@ -12,8 +12,8 @@ from rich.table import Table
 from smartcity.cli_support import friendly_errors, settings_or_exit
 from smartcity.kafka import cluster_metadata
 from smartcity.lake import Lake
+from smartcity.registry import RegistryFollower
 from smartcity_stream.rules import RuleConfig
-from smartcity_stream.sensors import registry_from_lake, sensors_by_id
 from smartcity_stream.worker import StreamWorker, WorkerOptions
 
 
@@ -64,8 +64,14 @@ def stream(
         rules=RuleConfig.load(rules),
         **({"worker_id": worker_id, "static_member": True} if worker_id else {}),
     )
-    sensors = sensors_by_id(registry_from_lake(Lake.from_settings(settings)))
-    worker = StreamWorker(settings, sensors, options)
+    registry = RegistryFollower(Lake.from_settings(settings))
+    registry.refresh()
+    if registry.current.version == 0:
+        logging.warning(
+            "no sensor registry in the lake yet: every reading is dead-lettered as "
+            "unknown_sensor until one is imported (`smartcity sensors import FILE`)"
+        )
+    worker = StreamWorker(settings, registry.current.active_sensors(), options, registry)
     worker.install_signal_handlers()
     totals = worker.run()
     table = Table("consumed", "landed", "dead letters", "anomalies", "late", "files", "rounds")

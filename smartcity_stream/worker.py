@@ -52,6 +52,7 @@ from tenacity import Retrying, retry_if_exception, retry_if_exception_type, wait
 from smartcity.contract import ContractError, ReadingDecoder
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
+from smartcity.registry import RegistryFollower
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream import metrics
 from smartcity_stream.buffer import (
@@ -158,11 +159,18 @@ class StreamWorker:
     """One member of the `smartcity-stream` consumer group."""
 
     def __init__(
-        self, settings: Settings, sensors: dict[str, dict[str, Any]], options: WorkerOptions
+        self,
+        settings: Settings,
+        sensors: dict[str, dict[str, Any]],
+        options: WorkerOptions,
+        registry: RegistryFollower | None = None,
     ) -> None:
+        """`sensors` are the active sensors; with `registry`, the worker follows it and
+        takes a newly imported version into the same mapping (the rules share it)."""
         self.settings = settings
         self.options = options
         self.sensors = sensors
+        self.registry = registry
         self.lake = Lake.from_settings(settings)
         self.decoder = ReadingDecoder()
         self.windows = TumblingWindows(options.window_s, options.allowed_lateness_s)
@@ -249,6 +257,7 @@ class StreamWorker:
                     self._start_round()
                 self._maybe_flush_live()
                 self._maybe_update_lag()
+                self._follow_registry()
             self.land()
         finally:
             self.buffers.clear()  # after a failure nothing more lands: it is replayed
@@ -282,6 +291,14 @@ class StreamWorker:
         if self._update_lag() > 0 or not self._assigned_once:
             return time.monotonic() - self._last_message_at >= max(idle, UNASSIGNED_PATIENCE_S)
         return True
+
+    def _follow_registry(self) -> None:
+        """A newly imported registry version replaces the sensors in place, so readings of
+        new sensors are taken from the next batch on, without a restart."""
+        if self.registry is not None and self.registry.refresh():
+            self.sensors.clear()
+            self.sensors.update(self.registry.current.active_sensors())
+            log.info("sensor registry version %d in force", self.registry.current.version)
 
     def _maybe_update_lag(self) -> None:
         now = time.monotonic()
@@ -412,7 +429,11 @@ class StreamWorker:
                 self._dead_letter(message, "wrong_topic", f"{reading['sensor_type']} on {tp[0]}")
                 continue
             if reading["sensor_id"] not in sensors:
-                self._dead_letter(message, "unknown_sensor", f"{reading['sensor_id']} unknown")
+                self._dead_letter(
+                    message,
+                    "unknown_sensor",
+                    f"{reading['sensor_id']} is not an active sensor of the registry",
+                )
                 continue
             reading["kafka_partition"] = partition
             reading["kafka_offset"] = message.offset()

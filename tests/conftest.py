@@ -31,7 +31,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         return
     runtime = REPO / ".runtime" / "test-services"
     base = Settings(_env_file=None, runtime_dir=runtime)
-    records = manager.up(base, [kafka_broker.NAME, minio_server.NAME])
+    names = [kafka_broker.NAME, minio_server.NAME]
+    running = {status.name for status in manager.status(base) if status.running}
+    shared = set(names) <= running  # another test session started them and stops them
+    records = manager.up(base, names)
     env = {key: value for record in records.values() for key, value in record.env.items()}
     try:
         yield Settings(
@@ -43,7 +46,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             s3_secret_key=env["SMARTCITY_S3_SECRET_KEY"],
         )
     finally:
-        manager.down(base)
+        if not shared:
+            manager.down(base)
 
 
 @pytest.fixture(scope="session")

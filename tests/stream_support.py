@@ -17,6 +17,7 @@ from simulator.simulation import Simulation, SimulationConfig
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.layout import LANDING
+from smartcity.registry import import_registry
 from smartcity.settings import SENSOR_TYPES, Settings
 
 SMARTCITY = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "smartcity")
@@ -47,7 +48,9 @@ def produce_simulation(
         faults=FaultConfig.parse(faults),
         anomaly_rate_per_hour=anomaly_rate_per_hour,
     )
-    simulation = Simulation(build_registry(), config)
+    registry = build_registry()
+    import_registry(Lake.from_settings(settings), registry.table())  # as `simulate` does
+    simulation = Simulation(registry, config)
     producer = Producer(client_config(settings, **{"enable.idempotence": True, "linger.ms": 20}))
     produced = Produced()
     errors: list[str] = []

@@ -20,7 +20,7 @@ from simulator.patterns import (
 from simulator.readings import EnergyModel, TrafficModel, WeatherModel
 from simulator.registry import (
     REGISTRY_SCHEMA,
-    RegistryError,
+    SensorCountError,
     build_registry,
     parse_sensor_counts,
     registry_table,
@@ -207,7 +207,7 @@ def test_large_registries_use_more_digits_within_the_contract() -> None:
     registry = build_registry(parse_sensor_counts("traffic=100000,weather=1,energy=1"))
     assert registry.traffic.ids[-1] == "TRAFFIC_99999"
     assert registry.traffic.unknown_id(0) == "TRAFFIC_100000"
-    with pytest.raises(RegistryError):
+    with pytest.raises(SensorCountError):
         parse_sensor_counts("traffic=100001,weather=1,energy=1")
-    with pytest.raises(RegistryError):
+    with pytest.raises(SensorCountError):
         parse_sensor_counts("cars=3")

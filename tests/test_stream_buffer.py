@@ -11,11 +11,11 @@ from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.contract import ReadingDecoder
 from smartcity.lake import Lake
+from smartcity.registry import sensors_by_id
 from smartcity.settings import Settings
 from smartcity_stream.buffer import LandingBuffers, LandingPolicy, landing_due
 from smartcity_stream.landing import landing_files, rows_to_table
 from smartcity_stream.progress import load_all_progress
-from smartcity_stream.sensors import sensors_by_id
 from smartcity_stream.worker import StreamWorker, WorkerOptions
 from tests.stream_support import isolated, landed, produce_simulation
 

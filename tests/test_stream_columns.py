@@ -15,11 +15,11 @@ from simulator.faults import FaultConfig
 from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.contract import ContractError, ReadingDecoder
+from smartcity.registry import sensors_by_id
 from smartcity_stream.columns import Readings, SensorGroups
 from smartcity_stream.landing import rows_to_table, split_by_hour
 from smartcity_stream.live import latest_per_sensor
 from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
-from smartcity_stream.sensors import sensors_by_id
 from smartcity_stream.windows import TumblingWindows, Window
 
 T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z

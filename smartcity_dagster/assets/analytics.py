@@ -6,6 +6,7 @@ import pyarrow.dataset as ds
 from dagster_pyspark import LazyPySparkResource
 
 from smartcity.layout import LANDING, table_partition_key
+from smartcity.registry import published_registry
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster.assets.common import run_dates, table_metadata
 from smartcity_dagster.partitions import daily_partitions
@@ -15,7 +16,6 @@ from smartcity_dagster.transforms.aggregates import daily_aggregates
 from smartcity_dagster.transforms.anomalies import detect_batch, reconcile, summarize
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.rules import RuleConfig
-from smartcity_stream.sensors import registry_from_lake, sensors_by_id
 
 EVENTS = "anomaly_events"
 
@@ -66,7 +66,7 @@ def anomaly_summary(
     pyspark: LazyPySparkResource,
 ) -> dg.MaterializeResult:
     spark, lake = pyspark.spark_session, smartcity.lake
-    sensors = sensors_by_id(registry_from_lake(lake))
+    sensors = published_registry(lake).sensors()
     districts = {row["sensor_id"]: row["district"] for row in sensors.values()}
     config = RuleConfig()
     writes, by_source = {}, {}

@@ -4,6 +4,7 @@ import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from smartcity.layout import registry_key
+from smartcity.registry import load_registry, publish_registry, published_registry
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
 from smartcity_dagster.assets.common import merge_results, run_dates, table_metadata
@@ -13,7 +14,6 @@ from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import clean, no_rejected_rows, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
-from smartcity_stream.sensors import registry_from_lake
 
 REJECTS = "{name}_rejects"
 
@@ -21,18 +21,24 @@ REJECTS = "{name}_rejects"
 @dg.asset(
     group_name="reference",
     kinds={"parquet"},
-    description="The sensor registry: ids, districts, coordinates and road/feeder profiles.",
+    description="The sensor registry in force (the last `smartcity sensors import`): ids, "
+    "districts, coordinates, intervals and road/feeder profiles, tagged with its version.",
 )
 def sensor_registry(smartcity: SmartcityResource) -> dg.MaterializeResult:
     lake = smartcity.lake
-    table = registry_from_lake(lake)
-    size = lake.write_parquet(registry_key(), table)
-    counts = table.group_by("sensor_type").aggregate([("sensor_id", "count")]).to_pylist()
+    registry = load_registry(lake)
+    if registry.version == 0:
+        raise dg.Failure(
+            "no sensor registry in the lake: import one with `smartcity sensors import FILE`"
+        )
+    size = publish_registry(lake, registry)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": table.num_rows,
+            "dagster/row_count": registry.table.num_rows,
             "bytes": size,
-            "sensors_by_type": {row["sensor_type"]: row["sensor_id_count"] for row in counts},
+            "registry_version": registry.version,
+            "imported_at": registry.imported_at or "",
+            "sensors_by_type": registry.counts(),
             "path": registry_key(),
         }
     )
@@ -59,16 +65,16 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         pyspark: LazyPySparkResource,
     ) -> dg.MaterializeResult:
         spark, lake = pyspark.spark_session, smartcity.lake
-        registry = registry_from_lake(lake)
+        registry = published_registry(lake)
         writes, rejects, duplicates, results = {}, {}, {}, []
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
-            outcome = clean(raw, registry, sensor_type)
+            outcome = clean(raw, registry.table, sensor_type)
             writes[day] = write_partition(outcome.clean, lake, name, day)
             counts = outcome.counts.get
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
             rejected = (
-                rejected_rows(raw, registry, sensor_type)
+                rejected_rows(raw, registry.table, sensor_type)
                 if counts["rejects"]
                 else no_rejected_rows(raw)
             )
@@ -97,6 +103,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
             metadata=table_metadata(
                 writes,
                 rejected_rows=sum(w.rows for w in rejects.values()),
+                registry_version=registry.version,
                 duplicates_removed=duplicates,
             ),
             check_results=merge_results(results),

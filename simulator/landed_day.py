@@ -1,9 +1,11 @@
 """A simulated day landed as the worker lands it, without Kafka in between.
 
 For what needs a whole day in the lake quickly and the same way every time (the batch
-benchmark, the exercise run that writes Spark's class archive): the simulator's readings go
-straight into the worker's landing files, one file per hour and type, with the Kafka offsets
-invented (partition 0, counting from 0 per type).
+benchmark, the exercise run that writes Spark's class archive): the default city is imported
+as the registry, and the simulator's readings go straight into the worker's landing files,
+one file per hour and type, with the Kafka offsets invented (partition 0, counting from 0
+per type). The platform finds this function through the `smartcity.sample_data` entry
+point, so it never imports the simulator.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import orjson
 from simulator.registry import build_registry
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.lake import Lake
+from smartcity.registry import import_registry
 from smartcity.settings import SENSOR_TYPES
 from smartcity_stream.landing import landing_files, rows_to_table, write_files
 
@@ -22,8 +25,10 @@ HOURS = 24
 def land_simulated_day(lake: Lake, start_ms: int, interval_s: float) -> int:
     """Land the 24 hours from `start_ms` of every sensor reporting each `interval_s`;
     returns the readings landed."""
+    registry = build_registry()
+    import_registry(lake, registry.table())
     simulation = Simulation(
-        build_registry(), SimulationConfig(start_ms=start_ms, interval_ms=int(interval_s * 1000))
+        registry, SimulationConfig(start_ms=start_ms, interval_ms=int(interval_s * 1000))
     )
     steps_per_hour = max(1, int(3600 / interval_s))
     offsets = dict.fromkeys(SENSOR_TYPES, 0)

@@ -1,0 +1,36 @@
+"""The sensor registry: platform data that a city imports, versioned in the lake.
+
+`contract` judges rows against `contracts/sensor-registry.schema.json`, `files` reads and
+writes the formats a city keeps its sensors in, `store` keeps the versions in the lake.
+"""
+
+from smartcity.registry.contract import REGISTRY_SCHEMA, RegistryError, table_rows, validated_table
+from smartcity.registry.files import file_format, read_rows, write_table
+from smartcity.registry.store import (
+    EMPTY,
+    RegistryFollower,
+    RegistryVersion,
+    import_registry,
+    load_registry,
+    publish_registry,
+    published_registry,
+    sensors_by_id,
+)
+
+__all__ = [
+    "EMPTY",
+    "REGISTRY_SCHEMA",
+    "RegistryError",
+    "RegistryFollower",
+    "RegistryVersion",
+    "file_format",
+    "import_registry",
+    "load_registry",
+    "publish_registry",
+    "published_registry",
+    "read_rows",
+    "sensors_by_id",
+    "table_rows",
+    "validated_table",
+    "write_table",
+]
