@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         default=None, description="key that writes readings (X-API-Key on POST /api/v1/readings)"
     )
     mqtt_broker: str = Field(default="127.0.0.1:1883", description="MQTT broker host:port")
+    registry_refresh_s: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=3600,
+        description="how often long-running readers look for a newly imported sensor registry",
+    )
     api_cors_origins: str = Field(
         default="", description="comma-separated origins allowed by the API's CORS, or *"
     )
@@ -72,6 +78,12 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     kafka_port: int = Field(default=0, ge=0, le=65535)
     s3_port: int = Field(default=0, ge=0, le=65535)
+    mqtt_port: int = Field(default=0, ge=0, le=65535)
+    mqtt_client_id: str = Field(
+        default="smartcity-bridge",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="the MQTT bridge's client id: names its persistent session on the broker",
+    )
 
     @field_validator("kafka_bootstrap", "mqtt_broker")
     @classmethod

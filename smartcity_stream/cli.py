@@ -64,7 +64,7 @@ def stream(
         rules=RuleConfig.load(rules),
         **({"worker_id": worker_id, "static_member": True} if worker_id else {}),
     )
-    registry = RegistryFollower(Lake.from_settings(settings))
+    registry = RegistryFollower(Lake.from_settings(settings), settings.registry_refresh_s)
     registry.refresh()
     if registry.current.version == 0:
         logging.warning(

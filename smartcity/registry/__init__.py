@@ -4,7 +4,13 @@
 writes the formats a city keeps its sensors in, `store` keeps the versions in the lake.
 """
 
-from smartcity.registry.contract import REGISTRY_SCHEMA, RegistryError, table_rows, validated_table
+from smartcity.registry.contract import (
+    REGISTRY_SCHEMA,
+    RegistryError,
+    registry_row_schema,
+    table_rows,
+    validated_table,
+)
 from smartcity.registry.files import file_format, read_rows, write_table
 from smartcity.registry.store import (
     EMPTY,
@@ -29,6 +35,7 @@ __all__ = [
     "publish_registry",
     "published_registry",
     "read_rows",
+    "registry_row_schema",
     "sensors_by_id",
     "table_rows",
     "validated_table",
