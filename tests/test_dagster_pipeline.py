@@ -18,6 +18,7 @@ import pytest
 
 from smartcity.lake import Lake
 from smartcity.layout import landing_dir, quality_key, table_partition_key
+from smartcity.registry import load_registry, published_registry
 from smartcity.settings import SENSOR_TYPES
 from tests.dagster_support import dagster_home, materialize_day, smartcity_env
 
@@ -144,6 +145,20 @@ def test_quality_and_anomalies_are_in_the_lake(built) -> None:
     )
     assert summary.num_rows > 0
     assert {"anomaly_summary", "daily_energy_aggregates", "raw_weather"} <= _materialized(result)
+
+
+def test_clean_records_the_registry_version_it_joined(built) -> None:
+    settings, _, result = built
+    lake = Lake.from_settings(settings)
+    in_force = load_registry(lake)
+    assert in_force.version >= 1
+    assert published_registry(lake).version == in_force.version
+    versions = {
+        event.event_specific_data.materialization.metadata["registry_version"].value
+        for event in result.get_asset_materialization_events()
+        if event.event_specific_data.materialization.asset_key.path[0].startswith("clean_")
+    }
+    assert versions == {in_force.version}
 
 
 def _materialized(result: dg.ExecuteInProcessResult) -> set[str]:
