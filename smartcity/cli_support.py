@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from smartcity.kafka import BrokerUnreachable
+from smartcity.registry import RegistryUnavailable
 from smartcity.settings import Settings, SettingsError, load_settings
 
 P = ParamSpec("P")
@@ -39,7 +40,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (SettingsError, UserError, BrokerUnreachable) as error:
+        except (SettingsError, UserError, BrokerUnreachable, RegistryUnavailable) as error:
             raise fail(str(error)) from None
 
     return wrapper

@@ -37,9 +37,7 @@ class ReadingGate:
 
     @classmethod
     def for_lake(cls, lake: Lake, every_s: float = 10.0) -> ReadingGate:
-        follower = RegistryFollower(lake, every_s)
-        follower.refresh()
-        return cls(follower)
+        return cls(RegistryFollower.start(lake, every_s))
 
     def refresh(self) -> None:
         """Pick up a newly imported registry (cheap: at most one look-up per period)."""

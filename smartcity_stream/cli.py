@@ -64,13 +64,7 @@ def stream(
         rules=RuleConfig.load(rules),
         **({"worker_id": worker_id, "static_member": True} if worker_id else {}),
     )
-    registry = RegistryFollower(Lake.from_settings(settings), settings.registry_refresh_s)
-    registry.refresh()
-    if registry.current.version == 0:
-        logging.warning(
-            "no sensor registry in the lake yet: every reading is dead-lettered as "
-            "unknown_sensor until one is imported (`smartcity sensors import FILE`)"
-        )
+    registry = RegistryFollower.start(Lake.from_settings(settings), settings.registry_refresh_s)
     worker = StreamWorker(settings, registry.current.active_sensors(), options, registry)
     worker.install_signal_handlers()
     totals = worker.run()

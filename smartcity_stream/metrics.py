@@ -1,14 +1,10 @@
-"""The worker's Prometheus metrics and its `/healthz`, served on one port."""
+"""The worker's Prometheus metrics."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -105,25 +101,3 @@ def record_congestion(latest: dict[str, str | None], sensors: dict[str, dict[str
                 sensor_id, sensor["district"], str(sensor["latitude"]), str(sensor["longitude"])
             )
         gauge.set(CONGESTION_LEVELS[level])
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes every few seconds are not worth a log line."""
-
-
-def serve(host: str, port: int, health: Callable[[], dict[str, Any]]) -> WSGIServer:
-    """Serve `/metrics` and `/healthz` on `port` (0: a free one) in a daemon thread."""
-    metrics_app = make_wsgi_app(REGISTRY)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
-            status = health()
-            code = "200 OK" if status.get("status") == "ok" else "503 Service Unavailable"
-            start_response(code, [("Content-Type", "application/json")])
-            return [orjson.dumps(status)]
-        return metrics_app(environ, start_response)
-
-    server = make_server(host, port, app, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server

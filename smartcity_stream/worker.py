@@ -52,6 +52,7 @@ from tenacity import Retrying, retry_if_exception, retry_if_exception_type, wait
 from smartcity.contract import ContractError, ReadingDecoder
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
+from smartcity.metrics_endpoint import serve
 from smartcity.registry import RegistryFollower
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream import metrics
@@ -225,8 +226,8 @@ class StreamWorker:
         self.lake.ensure_root()
         server = None
         if self.options.metrics_port is not None:
-            server = metrics.serve(
-                self.options.metrics_host, self.options.metrics_port, self.health
+            server = serve(
+                metrics.REGISTRY, self.options.metrics_host, self.options.metrics_port, self.health
             )
             self.metrics_port = server.server_port
         self.consumer.subscribe(

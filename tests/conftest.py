@@ -20,7 +20,7 @@ from smartcity.settings import Settings
 from smartcity.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
-pytest_plugins = ("tests.api_support",)  # the API tests' session fixtures, registered once
+pytest_plugins = ("tests.api_support", "tests.mqtt_support")  # session fixtures, registered once
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,13 @@ from smartcity.registry.files import file_format, read_rows, write_table
 from smartcity.registry.store import (
     EMPTY,
     RegistryFollower,
+    RegistryUnavailable,
     RegistryVersion,
     import_registry,
     load_registry,
     publish_registry,
     published_registry,
+    registry_in_force,
     sensors_by_id,
 )
 
@@ -28,6 +30,7 @@ __all__ = [
     "REGISTRY_SCHEMA",
     "RegistryError",
     "RegistryFollower",
+    "RegistryUnavailable",
     "RegistryVersion",
     "file_format",
     "import_registry",
@@ -35,6 +38,7 @@ __all__ = [
     "publish_registry",
     "published_registry",
     "read_rows",
+    "registry_in_force",
     "registry_row_schema",
     "sensors_by_id",
     "table_rows",

@@ -13,7 +13,7 @@ from smartcity.cli_support import UserError, err_console, friendly_errors, setti
 from smartcity.lake import Lake
 from smartcity.registry.contract import RegistryError, validated_table
 from smartcity.registry.files import file_format, read_rows, write_table
-from smartcity.registry.store import RegistryVersion, import_registry, load_registry
+from smartcity.registry.store import import_registry, registry_in_force
 from smartcity.settings import SENSOR_TYPES
 
 sensors_app = typer.Typer(
@@ -21,13 +21,6 @@ sensors_app = typer.Typer(
     no_args_is_help=True,
 )
 FORMAT_HELP = "csv, parquet or geojson (default: from the file's suffix)"
-
-
-def _registry_in_force(lake: Lake) -> RegistryVersion:
-    found = load_registry(lake)
-    if found.version == 0:
-        raise UserError("no sensor registry in the lake yet: `smartcity sensors import FILE`")
-    return found
 
 
 @sensors_app.command("import")
@@ -70,7 +63,7 @@ def export_command(
         kind = file_format(output or Path("-"), fmt)
     except RegistryError as error:
         raise UserError(str(error)) from None
-    data = write_table(_registry_in_force(Lake.from_settings(settings)).table, kind)
+    data = write_table(registry_in_force(Lake.from_settings(settings)).table, kind)
     if output is None:
         sys.stdout.buffer.write(data)
     else:
@@ -86,7 +79,7 @@ def list_command(
     """The sensors of the registry in force, one line each, and the version."""
     if sensor_type is not None and sensor_type not in SENSOR_TYPES:
         raise UserError(f"--type {sensor_type!r}: expected one of {', '.join(SENSOR_TYPES)}")
-    registry = _registry_in_force(Lake.from_settings(settings_or_exit()))
+    registry = registry_in_force(Lake.from_settings(settings_or_exit()))
     rows = [
         row
         for row in registry.table.to_pylist()

@@ -62,6 +62,10 @@ class RegistryVersion:
 EMPTY = RegistryVersion(0, REGISTRY_SCHEMA.empty_table())
 
 
+class RegistryUnavailable(RuntimeError):
+    """No registry to work with (none imported, or the lake unreadable); one line."""
+
+
 def sensors_by_id(table: pa.Table) -> dict[str, dict[str, Any]]:
     """sensor_id -> its registry row (capacity, nominal voltage, district...)."""
     return {row["sensor_id"]: row for row in table.to_pylist()}
@@ -89,6 +93,21 @@ def load_registry(lake: Lake) -> RegistryVersion:
         pointer["digest"],
         pointer["imported_at"],
     )
+
+
+def registry_in_force(lake: Lake) -> RegistryVersion:
+    """The version in force, or `RegistryUnavailable` saying what to do: a reader that
+    went on without one would refuse every reading as an unknown sensor."""
+    try:
+        found = load_registry(lake)
+    except OSError as error:
+        raise RegistryUnavailable(f"the sensor registry could not be read: {error}") from None
+    if found.version == 0:
+        raise RegistryUnavailable(
+            "no sensor registry in the lake yet: `smartcity sensors import FILE` adds one "
+            "(`smartcity simulate` imports its city)"
+        )
+    return found
 
 
 def import_registry(lake: Lake, table: pa.Table) -> tuple[RegistryVersion, bool]:
@@ -139,6 +158,14 @@ class RegistryFollower:
     every_s: float = 10.0
     current: RegistryVersion = EMPTY
     _checked_at: float = field(default=float("-inf"), repr=False)
+
+    @classmethod
+    def start(cls, lake: Lake, every_s: float = 10.0) -> RegistryFollower:
+        """A follower holding the version in force now (`RegistryUnavailable` if there is
+        none); later look-ups that fail keep the version in hand."""
+        follower = cls(lake, every_s, registry_in_force(lake))
+        follower._checked_at = time.monotonic()
+        return follower
 
     def refresh(self) -> bool:
         """Load the registry again if it is time; True when the version changed."""

@@ -1,4 +1,4 @@
-"""`smartcity services up|down|status`: the embedded Kafka broker and S3 server."""
+"""`smartcity services up|down|status`: the embedded Kafka broker, S3 server and MQTT broker."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from smartcity.cli_support import err_console, friendly_errors, settings_or_exit
-from smartcity.services import kafka_broker, manager, minio_server
+from smartcity.services import kafka_broker, manager, minio_server, mosquitto
 from smartcity.services.jvm import classpath
 
 services_app = typer.Typer(
-    help="Local Kafka broker (KRaft) and S3 server (MinIO) on loopback.", no_args_is_help=True
+    help="Local Kafka broker (KRaft), S3 server (MinIO) and MQTT broker (Mosquitto) on loopback.",
+    no_args_is_help=True,
 )
 
 
@@ -22,6 +23,9 @@ services_app = typer.Typer(
 def up_command(
     kafka: bool = typer.Option(True, "--kafka/--no-kafka", help="Start the Kafka broker."),
     s3: bool = typer.Option(True, "--s3/--no-s3", help="Start the MinIO S3 server."),
+    mqtt: bool = typer.Option(
+        False, "--mqtt/--no-mqtt", help="Start the Mosquitto MQTT broker (for `bridge mqtt`)."
+    ),
 ) -> None:
     """Start the services, wait until they answer, print `export SMARTCITY_*=...` lines.
 
@@ -29,12 +33,13 @@ def up_command(
     the same folder read them from the runtime folder anyway.
     """
     settings = settings_or_exit()
-    names = [name for name, on in ((kafka_broker.NAME, kafka), (minio_server.NAME, s3)) if on]
+    chosen = ((kafka_broker.NAME, kafka), (minio_server.NAME, s3), (mosquitto.NAME, mqtt))
+    names = [name for name, on in chosen if on]
     with err_console.status(f"starting {', '.join(names)} ..."):
         try:
             records = manager.up(settings, names)
         except (RuntimeError, OSError) as error:
-            err_console.print(f"[bold red]error:[/] {error}")
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
     for line in manager.env_lines(records.values()):
         typer.echo(line)

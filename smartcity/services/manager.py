@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from smartcity.services import kafka_broker, minio_server
+from smartcity.services import kafka_broker, minio_server, mosquitto
 from smartcity.services.processes import ServiceRecord, ServiceRegistry, stop
 from smartcity.settings import Settings
 
 STARTERS: dict[str, Callable[[Settings], ServiceRecord]] = {
     kafka_broker.NAME: kafka_broker.start,
     minio_server.NAME: minio_server.start,
+    mosquitto.NAME: mosquitto.start,
 }
 
 
