@@ -45,7 +45,6 @@ MB = 1 << 20
 WHOLE_READ_SHARE = 32
 
 LISTING_TTL_S = 5.0
-REGISTRY_TTL_S = 60.0
 LIVE_TTL_S = 1.0
 
 
@@ -114,7 +113,7 @@ class LakeReader:
         self._lock = threading.Lock()
         self._flights: dict[Hashable, threading.Lock] = {}
         self._listings: TTLCache[str, Listing] = TTLCache(4096, LISTING_TTL_S)
-        self._registry: TTLCache[str, Any] = TTLCache(2, REGISTRY_TTL_S)
+        self._registry: TTLCache[str, Any] = TTLCache(2, settings.registry_refresh_s)
         self._live: TTLCache[Hashable, Any] = TTLCache(256, LIVE_TTL_S)
         self._derived: TTLCache[Hashable, Any] = TTLCache(1024, LISTING_TTL_S)
         self._kept: LRUCache[Hashable, Any] = LRUCache(settings.api_cache_mb * MB, _size)

@@ -87,6 +87,16 @@ def test_sensor_detail(api_client: TestClient, api_lake: ApiLake) -> None:
     assert api_client.get("/api/v1/sensors/ENERGY_9999").status_code == 404
 
 
+def test_sensor_latest(api_client: TestClient) -> None:
+    detail = api_client.get(f"/api/v1/sensors/{SENSOR}").json()
+    latest = api_client.get(f"/api/v1/sensors/{SENSOR}/latest")
+    assert latest.status_code == 200
+    assert latest.json() == detail["latest"]
+    unknown = api_client.get("/api/v1/sensors/ENERGY_9999/latest")
+    assert unknown.status_code == 404
+    assert "ENERGY_9999" in unknown.json()["detail"]
+
+
 def test_daily_aggregates(api_client: TestClient) -> None:
     url = "/api/v1/aggregates/daily"
     day = api_client.get(url, params={"date": DAY.isoformat(), "sensor_type": "traffic"}).json()

@@ -11,9 +11,11 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Query
 
 from smartcity_api.deps import ReaderDep
+from smartcity_api.errors import not_found
 from smartcity_api.models import (
     KAFKA_COLUMNS,
     LatestList,
+    LatestReading,
     ReadingPage,
     SensorDetail,
     SensorPage,
@@ -126,11 +128,31 @@ async def latest_readings(
 )
 def sensor_detail(reader: ReaderDep, sensor_id: SensorIdPath) -> Any:
     sensor = known_sensor(reader, sensor_id)
-    found = _live_latest(reader).table.filter(pc.field("sensor_id") == sensor_id).to_pylist()
-    latest = found[0] if found else None
+    latest = _latest_of(reader, sensor_id)
     history = History(reader, str(sensor["sensor_type"]), sensor_id)
     count = reader.derived(("count", sensor_id), history.count)
     return json_response({"sensor": sensor, "latest": latest, "record_count": count})
+
+
+def _latest_of(reader: LakeReader, sensor_id: str) -> dict[str, Any] | None:
+    found = _live_latest(reader).table.filter(pc.field("sensor_id") == sensor_id).to_pylist()
+    return found[0] if found else None
+
+
+@router.get(
+    "/{sensor_id}/latest",
+    response_model=LatestReading,
+    responses=error_responses(404),
+    summary="A sensor's latest reading",
+)
+def sensor_latest(reader: ReaderDep, sensor_id: SensorIdPath) -> Any:
+    """From the stream worker's live state (about a second old); 404 until a first reading
+    of the sensor has been taken, so a client can poll it after sending one."""
+    known_sensor(reader, sensor_id)
+    latest = _latest_of(reader, sensor_id)
+    if latest is None:
+        raise not_found(f"sensor_id: no reading of {sensor_id} in the live state yet")
+    return json_response(latest)
 
 
 @router.get(
