@@ -20,6 +20,8 @@ from smartcity.registry import RegistryFollower
 from smartcity.settings import Settings
 
 UNKNOWN_SENSOR = "unknown_sensor"
+TOO_LARGE = "too_large"
+"""A message far larger than any reading (each path says where its limit lies)."""
 ERROR_HEADER_BYTES = 1000
 BACKPRESSURE_POLL_S = 0.05
 

@@ -2,13 +2,16 @@
 
 The app reads the lake and the stream worker's live state directly; it never runs Dagster
 jobs or consumes Kafka per request. `/`, `/health`, `/metrics` and the docs are open;
-everything under `/api/v1` needs the API key when one is configured.
+everything under `/api/v1` needs the API key when one is configured, except the one write
+route, `POST /api/v1/readings`, which needs the ingest key (`deps.require_ingest_key`).
 """
 
 from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -19,8 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from smartcity.settings import Settings, load_settings
 from smartcity_api import __version__, errors
 from smartcity_api.broker import Broker
-from smartcity_api.deps import declare_api_key, require_api_key
+from smartcity_api.deps import declare_api_key, require_api_key, require_ingest_key
 from smartcity_api.hot_routes import HotRoutes
+from smartcity_api.ingest import Ingest
 from smartcity_api.metrics import ApiMetrics, CheckFailures, MetricsMiddleware
 from smartcity_api.models import Root
 from smartcity_api.response_cache import ResponseCache
@@ -30,6 +34,7 @@ from smartcity_api.routers import (
     anomalies,
     export,
     health,
+    ingest,
     quality,
     sensors,
     statistics,
@@ -40,8 +45,16 @@ API_PREFIX = "/api/v1"
 SWITCH_INTERVAL_S = 0.0005
 DESCRIPTION = """Sensors, reading history, aggregates, anomalies, data quality and
 statistics of the smartcity platform, read from the lake and the stream worker's live state.
-When the server has `SMARTCITY_API_KEY` set, `/api/v1/*` needs it in the `X-API-Key` header.
+When the server has `SMARTCITY_API_KEY` set, `/api/v1/*` needs it in the `X-API-Key` header;
+`POST /api/v1/readings` writes readings and needs `SMARTCITY_INGEST_KEY` there instead.
 Errors are `{"detail": "<parameter>: <what is wrong and what is allowed>"}`."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown, readings still queued for Kafka get their chance to be delivered."""
+    yield
+    app.state.ingest.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,9 +63,11 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         default_response_class=OrjsonResponse,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.reader = LakeReader(settings)
+    app.state.ingest = Ingest(settings, app.state.reader.lake)
     app.state.broker = Broker(settings)
     metrics = ApiMetrics()
     metrics.registry.register(CheckFailures(app.state.reader.check_failures))
@@ -65,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
             dependencies=[Depends(require_api_key)],
             responses=error_responses(401, 422, 503),
         )
+    app.include_router(ingest.router, prefix=API_PREFIX, dependencies=[Depends(require_ingest_key)])
     app.include_router(health.router)
     declare_api_key(app, API_PREFIX)
 

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from smartcity.kafka import BrokerUnreachable
+from smartcity.registry import RegistryUnavailable
 from smartcity_api.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -77,4 +78,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(BrokerUnreachable, _unavailable)
+    app.add_exception_handler(RegistryUnavailable, _unavailable)
     app.add_exception_handler(OSError, _storage)

@@ -235,3 +235,35 @@ class ParquetTable(BaseModel):
 class ParquetStatistics(BaseModel):
     method: str
     tables: list[ParquetTable]
+
+
+class RejectedReading(BaseModel):
+    """A posted reading that was not produced, and why (the dead-letter topic's reasons)."""
+
+    index: int = Field(description="0-based position in the JSON array, or line number - 1")
+    reason: str = Field(
+        examples=["out_of_contract", "malformed_json", "integer_overflow", "unknown_sensor"]
+    )
+    error: str = Field(examples=["humidity_pct: Input should be less than or equal to 100"])
+
+
+class IngestReport(BaseModel):
+    detail: str
+    received: int = Field(description="readings in the request")
+    accepted: int = Field(description="valid readings acknowledged by Kafka")
+    rejected: list[RejectedReading]
+
+
+class IngestAccepted(IngestReport):
+    """202: Kafka acknowledged every valid reading; the invalid ones were not produced."""
+
+
+class IngestRejected(IngestReport):
+    """422: no reading of the request was valid; nothing was produced."""
+
+
+class IngestUnconfirmed(IngestReport):
+    """503: Kafka did not confirm some valid readings in time. Resending the whole request is
+    safe: the batch layer keeps one reading per (sensor_id, seq)."""
+
+    unconfirmed: int = Field(description="valid readings Kafka did not confirm")

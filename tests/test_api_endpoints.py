@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
+from smartcity.registry import import_registry, load_registry
 from smartcity_api.app import create_app
 from tests.api_support import DAY, SENSOR, ApiLake, expected_seqs, landing_table
 
@@ -263,6 +264,7 @@ def test_a_partition_in_several_part_files_reads_as_one(
     """Spark writes a partition as several part files: every route must see them all."""
     settings = api_lake.settings.model_copy(update={"lake_uri": tmp_path.as_uri()})
     split = Lake.from_settings(settings)
+    import_registry(split, load_registry(api_lake.lake).table)
     for table in ("clean_traffic", "daily_traffic_aggregates"):
         whole = api_lake.lake.read_parquet(table_partition_key(table, DAY))
         half = whole.num_rows // 2

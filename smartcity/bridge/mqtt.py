@@ -28,7 +28,7 @@ from smartcity.bridge import metrics
 from smartcity.bridge.acks import InOrderAcks, Pending
 from smartcity.cli_support import UserError
 from smartcity.contract import ContractError
-from smartcity.ingest import ReadingGate, dead_letter_headers, produce
+from smartcity.ingest import TOO_LARGE, ReadingGate, dead_letter_headers, produce
 from smartcity.metrics_endpoint import serve
 from smartcity.settings import SENSOR_TYPES, Settings
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 TOPIC_ROOT = "smartcity"
 SUBSCRIPTION = f"{TOPIC_ROOT}/+/+"
 TOPIC_MISMATCH = "topic_mismatch"
-TOO_LARGE = "too_large"
 MAX_PAYLOAD_BYTES = 512 * 1024
 """Kafka's default message size is 1 MB; a reading is a few hundred bytes. Anything bigger is
 dead-lettered with its first bytes only, rather than failing the produce."""
