@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +25,13 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench.bench_api import serve
 from bench.bench_simulator import broker, fresh_topics, simulation
 from simulator.registry import build_registry
 from smartcity.ingest import ingest_producer, produce
 from smartcity.lake import Lake
 from smartcity.registry import import_registry
-from smartcity.services.processes import free_port
 from smartcity.settings import Settings
-from tests.stream_support import SMARTCITY, worker_env
 
 Readings = list[tuple[str, bytes, bytes]]
 """(sensor type, key, value) of each reading, in the simulator's order."""
@@ -72,25 +70,6 @@ def direct(settings: Settings, all_readings: Readings) -> tuple[int, float]:
         producer.poll(0)
     assert producer.flush(120) == 0, "readings left unconfirmed"
     return acknowledged, time.perf_counter() - started
-
-
-def serve(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [SMARTCITY, "api", "--port", str(port), "--workers", "1"],
-        env=worker_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            httpx.get(base + "/", timeout=1)
-            return process, base
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the API did not start")
 
 
 async def post_all(base: str, requests: list[bytes], connections: int) -> int:
