@@ -84,6 +84,8 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="the MQTT bridge's client id: names its persistent session on the broker",
     )
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
 
     @field_validator("kafka_bootstrap", "mqtt_broker")
     @classmethod

@@ -3,12 +3,15 @@ bad input dead-lettered with its MQTT topic, and `services up --mqtt`."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -26,7 +29,7 @@ from smartcity.bridge.acks import InOrderAcks
 from smartcity.lake import Lake
 from smartcity.registry import import_registry
 from smartcity.services import mosquitto
-from smartcity.services.mosquitto import MosquittoUnavailable, mosquitto_binary
+from smartcity.services.mosquitto import MosquittoUnavailable, accepts, mosquitto_binary
 from smartcity.services.processes import free_port, stop
 from smartcity.settings import SENSOR_TYPES, Settings
 from tests.mqtt_support import (
@@ -39,7 +42,7 @@ from tests.mqtt_support import (
     start_bridge,
     topic_of,
 )
-from tests.stream_support import isolated, landed, start_worker, worker_env
+from tests.stream_support import SMARTCITY, isolated, landed, start_worker, worker_env
 from tests.test_cli import run
 
 pytestmark = pytest.mark.integration
@@ -375,3 +378,72 @@ def _round_trip(broker: str) -> bytes:
         client.disconnect()
         client.loop_stop()
     return got[0]
+
+
+@pytest.fixture
+def guarded_broker(tmp_path: Path) -> Iterator[str]:
+    """A Mosquitto that lets in only the user of its password file, as a deployment's does."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), "bridge", "s3cret-Pass"], check=True
+    )
+    port = free_port()
+    config = tmp_path / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwords}\n"
+        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+    )
+    broker = subprocess.Popen(
+        [mosquitto_binary(), "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not accepts(port):
+            assert time.monotonic() < deadline and broker.poll() is None, "mosquitto did not start"
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+
+def test_credentials_open_a_guarded_broker_and_a_wrong_one_is_one_line(
+    live_settings: Settings, tmp_path: Path, guarded_broker: str
+) -> None:
+    settings, _ = city(live_settings, "mqauth")
+    env = {k: v for k, v in worker_env(settings).items() if k.startswith("SMARTCITY_")}
+    env |= {"SMARTCITY_MQTT_BROKER": guarded_broker, "SMARTCITY_MQTT_USERNAME": "bridge"}
+    refused = run(
+        ["bridge", "mqtt", "--metrics-port", "0"],
+        tmp_path,
+        timeout=60,
+        SMARTCITY_MQTT_PASSWORD="wrong",
+        **env,
+    )
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused the connection" in lines[0], refused.stderr
+    assert "wrong" not in lines[0]  # the password is never shown
+    port = free_port()
+    bridge = subprocess.Popen(
+        [SMARTCITY, "bridge", "mqtt", "--client-id", "mqauth", "--metrics-port", str(port)],
+        env=worker_env(settings)
+        | {
+            "SMARTCITY_MQTT_BROKER": guarded_broker,
+            "SMARTCITY_MQTT_USERNAME": "bridge",
+            "SMARTCITY_MQTT_PASSWORD": "s3cret-Pass",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Bridge(bridge, port).healthy():
+            assert bridge.poll() is None, bridge.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the bridge never subscribed"
+            time.sleep(0.2)
+    finally:
+        bridge.terminate()
+        assert bridge.wait(timeout=60) == 0

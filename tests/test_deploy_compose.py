@@ -16,9 +16,11 @@ SECRETS = {
     "SMARTCITY_S3_SECRET_KEY",
     "DAGSTER_PG_PASSWORD",
     "SMARTCITY_API_KEY",
+    "SMARTCITY_INGEST_KEY",
+    "SMARTCITY_MQTT_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
 }
-PROFILES = {"stream", "batch", "api", "simulator", "monitoring", "all"}
+PROFILES = {"stream", "batch", "api", "ingest", "simulator", "monitoring", "all"}
 
 
 def _variables(text: str) -> dict[str, str]:
@@ -117,9 +119,20 @@ def test_scalable_services_have_no_fixed_name_or_host_port() -> None:
 def test_api_key_is_on_and_dagster_uses_postgres() -> None:
     services = compose()["services"]
     assert "SMARTCITY_API_KEY" in services["api"]["environment"]
+    assert "SMARTCITY_INGEST_KEY" in services["api"]["environment"]
     for name in ("dagster-code", "dagster-webserver", "dagster-daemon"):
         assert services[name]["environment"]["DAGSTER_PG_HOST"] == "postgres"
     assert "smartcity_dagster.definitions" in services["dagster-code"]["command"]
+
+
+def test_the_mqtt_broker_lets_in_only_its_users() -> None:
+    services = compose()["services"]
+    config = (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in config and "password_file" in config
+    bridge = services["mqtt-bridge"]["environment"]
+    assert bridge["SMARTCITY_MQTT_BROKER"] == "mosquitto:1883"
+    assert {"SMARTCITY_MQTT_USERNAME", "SMARTCITY_MQTT_PASSWORD"} <= set(bridge)
+    assert "bridge mqtt" in services["mqtt-bridge"]["command"]
 
 
 def test_mounted_files_exist() -> None:

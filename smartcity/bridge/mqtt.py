@@ -106,6 +106,11 @@ class MqttBridge:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
+        if settings.mqtt_username:
+            password = settings.mqtt_password
+            self._client.username_pw_set(
+                settings.mqtt_username, password.get_secret_value() if password else None
+            )
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = self._on_disconnect
@@ -178,7 +183,7 @@ class MqttBridge:
         _properties: Properties | None,
     ) -> None:
         self._subscribed = False
-        if not self._stopping:
+        if not self._stopping and not self._refused:  # a refusal is reported on its own
             log.warning("disconnected from %s: %s", self.settings.mqtt_broker, reason)
 
     def _reconnect(self) -> None:

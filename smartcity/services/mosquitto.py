@@ -54,7 +54,7 @@ def mosquitto_binary(path: str | None = None) -> str:
     return found
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0):
             return True
@@ -76,7 +76,7 @@ def start(settings: Settings) -> ServiceRecord:
     config.write_text(_CONF.format(port=port, user=user, data_dir=data_dir))
     log = home / "mosquitto.log"
     process = spawn([binary, "-c", str(config)], log)
-    wait_until(lambda: _accepts(port), process, START_TIMEOUT_S, "Mosquitto", log)
+    wait_until(lambda: accepts(port), process, START_TIMEOUT_S, "Mosquitto", log)
     return ServiceRecord(
         name=NAME,
         pid=process.pid,
