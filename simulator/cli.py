@@ -37,7 +37,7 @@ from smartcity.registry import (
     table_rows,
     validated_table,
 )
-from smartcity.settings import SENSOR_TYPES, Settings
+from smartcity.settings import SENSOR_TYPES
 
 DEFAULT_SENSORS = "210"
 LIVE_INTERVAL_S = 0.1  # 210 sensors every 0.1 s: the 2,100 msgs/s of the default city
@@ -77,24 +77,30 @@ def _interval_ms(seconds: float) -> int:
     return milliseconds
 
 
-def city_registry(settings: Settings, sensors: str | None) -> Registry:
-    """The sensors to simulate: the registry in the lake when no count is asked for, else
-    the default city of that size (210 sensors when the lake has none), which is then
-    imported as the registry, validated like any city's file (`smartcity sensors import`)."""
-    lake = Lake.from_settings(settings)
+def city_registry(lake: Lake, sensors: str | None) -> tuple[Registry, bool]:
+    """The sensors to simulate, and whether they are a city of the simulator's own that the
+    lake must be given: the registry in the lake when no count is asked for, else the
+    default city of that size (210 sensors when the lake has none)."""
     try:
         if sensors is None and (found := load_registry(lake)).version:
-            return registry_from_table(found.table.filter(found.table.column("active")))
-        registry = build_registry(parse_sensor_counts(sensors or DEFAULT_SENSORS))
-        table = validated_table(
-            (f"sensor {row['sensor_id']}", row) for row in table_rows(registry.table())
-        )
-        import_registry(lake, table)
-    except (RegistryError, SensorCountError) as error:
+            return registry_from_table(found.table.filter(found.table.column("active"))), False
+        return build_registry(parse_sensor_counts(sensors or DEFAULT_SENSORS)), True
+    except SensorCountError as error:
         raise UserError(str(error)) from None
     except OSError as error:
-        raise UserError(f"the sensor registry could not be read or imported: {error}") from None
-    return registry
+        raise UserError(f"the sensor registry could not be read: {error}") from None
+
+
+def import_city(lake: Lake, registry: Registry) -> None:
+    """The simulator's city into the lake, validated like any city's file (`smartcity
+    sensors import`)."""
+    try:
+        rows = table_rows(registry.table())
+        import_registry(lake, validated_table((f"sensor {row['sensor_id']}", row) for row in rows))
+    except RegistryError as error:
+        raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"the sensor registry could not be imported: {error}") from None
 
 
 @friendly_errors
@@ -158,7 +164,8 @@ def simulate(
         fault_config = FaultConfig.parse(faults)
     except FaultSpecError as error:
         raise UserError(str(error)) from None
-    registry = city_registry(settings, sensors)
+    lake = Lake.from_settings(settings)
+    registry, own_city = city_registry(lake, sensors)
     backfill = backfill_date is not None
     if backfill:
         start_ms = parse_backfill_start(backfill_date)
@@ -205,6 +212,8 @@ def simulate(
         producer = ReadingProducer(settings)
     except TopicsMissing as error:
         raise UserError(str(error)) from None
+    if own_city:
+        import_city(lake, registry)
     summary_path = summary or settings.runtime_dir / "simulate-summary.json"
     truth_path = ground_truth or settings.runtime_dir / "ground-truth.jsonl"
     console = Console(stderr=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer
 from typer.testing import CliRunner
@@ -12,9 +13,12 @@ from typer.testing import CliRunner
 from simulator.registry import build_registry
 from smartcity.cli import app
 from smartcity.kafka import client_config
+from smartcity.lake import Lake
+from smartcity.registry import REGISTRY_SCHEMA, import_registry, load_registry
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity.topics import create_topics
 from tests.simulator_support import classify, known_ids
+from tests.stream_support import isolated
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +119,31 @@ def test_backfill_summary_matches_what_is_on_the_topics(
     assert last["TRAFFIC_0000"] == max(seq for sid, seq in readings if sid == "TRAFFIC_0000")
     truth = [orjson.loads(line) for line in truth_path.read_bytes().splitlines()]
     assert truth and all(t["start"] < t["end"] <= summary["end_event_time"] for t in truth)
+
+
+def test_simulate_takes_the_registry_in_the_lake(
+    live_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A city's own registry drives the simulator; a count asked for imports a new city."""
+    settings = isolated(live_settings, "simreg")
+    lake = Lake.from_settings(settings)
+    rows = build_registry({"traffic": 3, "weather": 1, "energy": 2}).table().to_pylist()
+    for row in rows:
+        row["sensor_id"] = row["sensor_id"].replace("_000", "_070")
+    import_registry(lake, pa.Table.from_pylist(rows, schema=REGISTRY_SCHEMA))
+    for name, value in _env(settings, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    summary_path = tmp_path / "summary.json"
+    backfill = ["simulate", "--backfill-date", "2026-11-27", "--duration", "10m"]
+    options = ["--interval", "60s", "--summary", str(summary_path), "--no-progress"]
+    result = CliRunner().invoke(app, [*backfill, *options])
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(summary_path.read_bytes())
+    assert summary["sensors"] == {"traffic": 3, "weather": 1, "energy": 2}
+    assert set(summary["last_acknowledged_seq"]) == {row["sensor_id"] for row in rows}
+    assert load_registry(lake).version == 1
+
+    result = CliRunner().invoke(app, [*backfill, *options, "--sensors", "21"])
+    assert result.exit_code == 0, result.output
+    imported = load_registry(lake)
+    assert (imported.version, imported.table.num_rows) == (2, 21)
