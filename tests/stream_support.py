@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.dataset as ds
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from simulator.faults import FAULT_KINDS, INTACT, FaultConfig
 from simulator.registry import build_registry
@@ -153,3 +153,22 @@ def isolated(settings: Settings, name: str) -> Settings:
     )
     create_topics(own)
     return own
+
+
+def consume_all(settings: Settings, topic: str, group_id: str, idle_s: int = 5) -> list[Message]:
+    """Every message of `topic` from the start, until it has been quiet for `idle_s`."""
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{"group.id": group_id, "auto.offset.reset": "earliest", "enable.auto.commit": False},
+        )
+    )
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    idle = 0
+    while idle < idle_s:
+        batch = consumer.consume(5000, timeout=1.0)
+        idle = 0 if batch else idle + 1
+        found += [message for message in batch if message.error() is None]
+    consumer.close()
+    return found

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from uuid import uuid4
 
 import orjson
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from simulator.registry import build_registry
 from smartcity.kafka import client_config
@@ -17,7 +18,7 @@ from smartcity.lake import Lake
 from smartcity.layout import registry_current_key
 from smartcity.registry import import_registry, load_registry, write_table
 from smartcity.settings import Settings
-from tests.stream_support import SMARTCITY, isolated, landed, worker_env
+from tests.stream_support import SMARTCITY, consume_all, isolated, landed, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -93,25 +94,11 @@ def _reading(sensor_id: str, seq: int) -> bytes:
 
 
 def _dead_lettered(settings: Settings) -> dict[int, str]:
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{"group.id": "reg-dlq", "auto.offset.reset": "earliest", "enable.auto.commit": False},
-        )
-    )
-    consumer.subscribe([settings.topic("deadletter")])
-    found: dict[int, str] = {}
-    idle = 0
-    while idle < 5:
-        batch = consumer.consume(1000, timeout=1.0)
-        idle = 0 if batch else idle + 1
-        for message in batch:
-            if message.error() is None:
-                found[orjson.loads(message.value())["seq"]] = dict(message.headers())[
-                    "reason"
-                ].decode()
-    consumer.close()
-    return found
+    """seq -> reason of every dead letter (each test reads with a group of its own)."""
+    return {
+        orjson.loads(message.value())["seq"]: dict(message.headers())["reason"].decode()
+        for message in consume_all(settings, settings.topic("deadletter"), f"dlq-{uuid4().hex}")
+    }
 
 
 def test_a_running_worker_takes_a_newly_imported_sensor(live_settings: Settings) -> None:

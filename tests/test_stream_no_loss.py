@@ -8,13 +8,17 @@ import time
 
 import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer
 
-from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.settings import Settings
 from smartcity_stream.progress import load_all_progress
-from tests.stream_support import isolated, landed, produce_simulation, start_worker
+from tests.stream_support import (
+    consume_all,
+    isolated,
+    landed,
+    produce_simulation,
+    start_worker,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,26 +83,9 @@ def _wait_for_progress(lake: Lake, committed_before: int) -> int:
 
 
 def _dead_letters(settings: Settings) -> set[bytes]:
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{
-                "group.id": "nl-dead-letter-reader",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            },
-        )
-    )
-    consumer.subscribe([settings.topic("deadletter")])
     values: set[bytes] = set()
-    idle = 0
-    while idle < 8:
-        batch = consumer.consume(5000, timeout=1.0)
-        idle = 0 if batch else idle + 1
-        for message in batch:
-            if message.error() is None:
-                headers = dict(message.headers() or [])
-                assert headers["reason"] and headers["error"] and headers["source_topic"]
-                values.add(message.value())
-    consumer.close()
+    for message in consume_all(settings, settings.topic("deadletter"), "nl-dlq", idle_s=8):
+        headers = dict(message.headers() or [])
+        assert headers["reason"] and headers["error"] and headers["source_topic"]
+        values.add(message.value())
     return values
