@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +31,12 @@ def dagster_home(settings: Settings) -> Path:
     return home
 
 
+def yesterday_utc(now: datetime | None = None) -> str:
+    """The default partition: the last complete day in UTC, as the partitions are, whatever
+    the machine's own time zone."""
+    return ((now or datetime.now(UTC)).astimezone(UTC).date() - timedelta(days=1)).isoformat()
+
+
 def _day(value: str | None, option: str) -> str | None:
     if value is None:
         return None
@@ -55,7 +61,7 @@ def materialize(
     if first and last and first > last:
         raise UserError(f"--from {first} is after --to {last}")
     if not one and not first:
-        one = (date.today() - timedelta(days=1)).isoformat()
+        one = yesterday_utc()
     settings = settings_or_exit()
     dagster_home(settings)
     import dagster as dg
