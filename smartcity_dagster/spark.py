@@ -84,21 +84,41 @@ def spark_config(settings: Settings) -> dict[str, str]:
     return config
 
 
+ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+
+
 def _s3a_config(settings: Settings) -> dict[str, str]:
+    """S3A's endpoint and jars, and where it takes its keys from: the JVM's environment
+    (`s3a_credentials_env`), never a Spark property, because the Spark properties are the
+    pyspark resource's configuration, which Dagster's UI and GraphQL show."""
     endpoint = urlsplit(settings.s3_endpoint) if settings.s3_endpoint else None
     config = {
         "spark.jars": classpath("spark-s3a").replace(os.pathsep, ","),
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
+        # Only the environment: S3A's default chain would also try the instance metadata
+        # service, which off a cloud VM costs a timeout before a missing key is reported.
+        "spark.hadoop.fs.s3a.aws.credentials.provider": ENV_CREDENTIALS,
     }
     if endpoint:
         config["spark.hadoop.fs.s3a.endpoint"] = f"{endpoint.scheme}://{endpoint.netloc}"
         config["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.scheme == "https")
-    if settings.s3_access_key and settings.s3_secret_key:
-        config["spark.hadoop.fs.s3a.access.key"] = settings.s3_access_key.get_secret_value()
-        config["spark.hadoop.fs.s3a.secret.key"] = settings.s3_secret_key.get_secret_value()
+    os.environ.update(s3a_credentials_env(settings))
     return config
+
+
+def s3a_credentials_env(settings: Settings) -> dict[str, str]:
+    """The AWS SDK's variables for the platform's S3 keys. The driver JVM, which pyspark
+    starts from this process, inherits them, and so do the executors of local mode (they
+    run in it). A cluster's executors take them from the environment their worker was
+    started with: `spark.executorEnv.*` would put the keys back into the Spark properties."""
+    if not (settings.s3_access_key and settings.s3_secret_key):
+        return {}
+    return {
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key.get_secret_value(),
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
+    }
 
 
 def spark_url(lake: Lake, key: str) -> str:
