@@ -16,11 +16,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import httpx
 import orjson
+import psutil
 import pyarrow.parquet as pq
 import typer
 from rich.console import Console
@@ -29,9 +33,19 @@ from rich.table import Table
 from smartcity.lake import Lake
 from smartcity.layout import live_key, quality_key, table_partition_key
 from smartcity.services import kafka_broker, manager
-from smartcity.services.processes import free_port, stop_sessions
+from smartcity.services.processes import (
+    family,
+    free_port,
+    spawn,
+    stop_sessions,
+    terminate,
+    wait_until,
+)
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity.topics import create_topics
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 FAULTS = (
     "malformed=0.002,missing_field=0.001,out_of_range=0.002,unknown_sensor=0.001,"
@@ -39,6 +53,22 @@ FAULTS = (
 )
 WORKER_ID = "demo-worker"
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+API_PORT = 8000
+DAGSTER_UI_PORT = 3000
+SERVE_START_TIMEOUT_S = 180.0
+"""The Dagster webserver answers only once it has loaded the code location, slow on 2 cores."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SESSIONS_GRACE_S = 3.0
+"""After Ctrl-C, how long the served processes get to finish (the worker commits to the broker,
+so they go first) before SIGKILL. Dagster's webserver and daemon use all of it: their code
+servers wait for open calls."""
+BROKER_GRACE_S = 2.5
+LEFTOVERS_GRACE_S = 1.0
+"""With half a second after each SIGKILL and about two for Python to exit, these three keep
+the promise: all gone within 10 s of Ctrl-C."""
+INTERRUPTED = "UNEXPECTED_TERMINATION"
+"""Dagster's failure reason for a run whose process was interrupted (Ctrl-C, SIGTERM)."""
 
 
 @dataclass
@@ -137,6 +167,16 @@ def stream(run: DemoRun) -> None:
 
 
 def batch(run: DemoRun) -> None:
+    import dagster as dg
+
+    try:
+        _materialize(run)
+    except dg.DagsterExecutionInterruptedError:
+        stop_now()
+    stop_leftovers()
+
+
+def _materialize(run: DemoRun) -> None:
     warnings.filterwarnings("ignore", module="dagster")
     os.environ.update({k: v for k, v in env_of(run.settings).items() if k.startswith("SMARTCITY_")})
     import dagster as dg
@@ -165,7 +205,19 @@ def batch(run: DemoRun) -> None:
                 "dagster/run_key": requested[0].run_key or "",
             },
         )
+        if _interrupted(outcome):
+            stop_now()
         run.facts["batch_success"] = outcome.success
+
+
+def _interrupted(outcome: dg.ExecuteInProcessResult) -> bool:
+    """Without `raise_on_error`, `execute_in_process` turns a Ctrl-C into a failed run."""
+    return any(
+        event.is_job_failure
+        and event.job_failure_data.failure_reason is not None
+        and event.job_failure_data.failure_reason.value == INTERRUPTED
+        for event in outcome.all_events
+    )
 
 
 def summarize(run: DemoRun) -> bool:
@@ -268,12 +320,8 @@ def dagster_webserver_command(port: int) -> list[str]:
     ]
 
 
-def serve(run: DemoRun) -> None:
-    """API, Dagster UI and daemon, live simulation and worker, until Ctrl-C."""
-    api_port, ui_port = free_port(), free_port()
-    env = env_of(run.settings)
-    repo = Path(__file__).resolve().parents[1]
-    commands = {
+def served_commands(run: DemoRun, api_port: int, ui_port: int) -> dict[str, list[str]]:
+    return {
         "worker": [
             str(BIN / "smartcity"),
             "stream",
@@ -295,53 +343,134 @@ def serve(run: DemoRun) -> None:
         "dagster-webserver": dagster_webserver_command(ui_port),
         "dagster-daemon": [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
     }
-    logs = run.settings.runtime_dir / "demo-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    processes = [
-        subprocess.Popen(
-            command,
-            env=env,
-            cwd=repo,
-            start_new_session=True,
-            stdout=(logs / f"{name}.log").open("ab"),
-            stderr=subprocess.STDOUT,
+
+
+def port_for(wanted: int, what: str, console: Console) -> int:
+    """The port people expect when it is free; else any, said in one line."""
+    port = free_port(wanted)
+    if port != wanted:
+        console.print(f"port {wanted} is taken: the {what} is on {port}")
+    return port
+
+
+def examples(api: str, day: str) -> list[str]:
+    """The requests printed for the user to try: each answers 2xx while the demo serves
+    (tests/test_demo.py runs them all)."""
+    start = f"{day}T00:00:00Z"
+    end = f"{date.fromisoformat(day) + timedelta(days=1)}T00:00:00Z"
+    return [
+        f"{api}{path}"
+        for path in (
+            "/health",
+            "/api/v1/sensors?limit=5",
+            "/api/v1/sensors/latest?limit=5",
+            f"/api/v1/aggregates/daily?date={day}&sensor_type=traffic&granularity=day",
+            f"/api/v1/anomalies?source=all&start={start}&end={end}&limit=10",
+            f"/api/v1/quality?date={day}",
         )
-        for name, command in commands.items()
     ]
-    run.console.print(f"API:        http://127.0.0.1:{api_port}/docs")
-    run.console.print(f"Dagster UI: http://127.0.0.1:{ui_port}/")
-    for path in (
-        "/health",
-        "/api/v1/sensors/latest?limit=5",
-        f"/api/v1/aggregates/daily?date={run.day}&sensor_type=traffic&granularity=day",
-        "/api/v1/anomalies?source=all",
-        "/api/v1/quality",
-    ):
-        run.console.print(f"  curl -s 'http://127.0.0.1:{api_port}{path}'")
-    run.console.print("Ctrl-C stops everything.")
+
+
+def addresses(api: str, ui: str, day: str) -> list[str]:
+    return [
+        f"Map:        {api}/map",
+        f"API docs:   {api}/docs",
+        f"Dagster UI: {ui}/",
+        "Try:",
+        *(f"  curl -s '{url}'" for url in examples(api, day)),
+        "Ctrl-C stops everything.",
+    ]
+
+
+def _answers(url: str) -> bool:
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        httpx.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def serve(run: DemoRun) -> None:
+    """API, Dagster UI and daemon, live simulation and worker, until Ctrl-C.
+
+    Each runs in its own session, so a terminal's Ctrl-C reaches only the demo, which then
+    stops them all together (grandchildren such as Dagster's code servers included).
+    """
+    api_port = port_for(API_PORT, "API", run.console)
+    ui_port = port_for(DAGSTER_UI_PORT, "Dagster UI", run.console)
+    api, ui = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}"
+    logs = run.settings.runtime_dir / "demo-logs"
+    started: dict[str, psutil.Process] = {}
+    try:
+        for name, command in served_commands(run, api_port, ui_port).items():
+            started[name] = spawn(command, logs / f"{name}.log", env_of(run.settings), REPO)
+        for name, url in (("api", f"{api}/health"), ("dagster-webserver", f"{ui}/server_info")):
+            ready = partial(_answers, url)
+            wait_until(ready, started[name], SERVE_START_TIMEOUT_S, name, logs / f"{name}.log")
+        for line in addresses(api, ui, run.day):
+            run.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        run.console.print("Stopping everything ...")
     finally:
-        stop_sessions(processes)
+        stop_sessions(list(started.values()), SESSIONS_GRACE_S)
+
+
+def stop_now(*_: int | FrameType | None) -> NoReturn:
+    """The first Ctrl-C (or SIGTERM) ends the demo; later ones are ignored, so that they
+    cannot cut the clean-up short and leave processes behind."""
+    ignore_stop_signals()
+    raise KeyboardInterrupt
+
+
+def ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def stop_leftovers() -> None:
+    """What the steps left in the demo's own process group: Spark's JVM (pyspark keeps it, heap
+    and all, for a next session that never comes), Dagster's log tails, an interrupted step's
+    child. The broker and the served processes have sessions of their own."""
+    own = os.getpgrp()
+    terminate([p for p in family(os.getpid())[1:] if _group_of(p) == own], LEFTOVERS_GRACE_S)
+
+
+def _group_of(process: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except ProcessLookupError:
+        return None
+
+
+def shut_down(settings: Settings) -> None:
+    """The broker after the served processes (they commit to it on their way out)."""
+    manager.down(settings, BROKER_GRACE_S)
+    stop_leftovers()
 
 
 def run_demo(settings: Settings, small: bool, no_serve: bool, interval_s: int | None) -> bool:
+    """True when nothing was lost and every blocking check passed; a Ctrl-C before the
+    summary raises KeyboardInterrupt, once everything the demo started has stopped."""
     console = Console(width=max(Console().width, 110))
     day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     folder = settings.runtime_dir / "demo"
     folder.mkdir(parents=True, exist_ok=True)
     run = DemoRun(settings, day, interval_s or (600 if small else 60), console, folder)
     steps: list[Callable[[DemoRun], None]] = [prepare, simulate, stream, batch]
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop_now)
     try:
         for step in steps:
             step(run)
         ok = summarize(run)
         if not no_serve:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             serve(run)
         return ok
     finally:
-        manager.down(run.settings)
+        ignore_stop_signals()
+        shut_down(run.settings)
 
 
 def demo(
@@ -357,5 +486,8 @@ def demo(
     """The whole platform on embedded defaults: simulate yesterday, stream, build, serve."""
     from smartcity.cli_support import settings_or_exit
 
-    ok = run_demo(settings_or_exit(), small, no_serve, interval)
+    try:
+        ok = run_demo(settings_or_exit(), small, no_serve, interval)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     raise typer.Exit(0 if ok else 1)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from smartcity.services import kafka_broker, minio_server, mosquitto
-from smartcity.services.processes import ServiceRecord, ServiceRegistry, stop
+from smartcity.services.processes import STOP_GRACE_S, ServiceRecord, ServiceRegistry, stop
 from smartcity.settings import Settings
 
 STARTERS: dict[str, Callable[[Settings], ServiceRecord]] = {
@@ -38,10 +38,10 @@ def up(settings: Settings, names: Iterable[str]) -> dict[str, ServiceRecord]:
     return running
 
 
-def down(settings: Settings) -> list[str]:
+def down(settings: Settings, grace_s: float = STOP_GRACE_S) -> list[str]:
     """Stop every recorded service; returns the names that were running."""
     registry = ServiceRegistry(settings.runtime_dir)
-    stopped = [name for name, record in registry.load().items() if stop(record)]
+    stopped = [name for name, record in registry.load().items() if stop(record, grace_s)]
     registry.save({})
     settings.services_env_file().unlink(missing_ok=True)
     return stopped

@@ -12,12 +12,19 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
 import psutil
+
+STOP_GRACE_S = 20.0
+"""How long a stopped process gets to finish its work before SIGKILL."""
+ABANDON_GRACE_S = 2.0
+"""The same for a service whose start failed or was interrupted: it holds no work yet."""
+KILL_WAIT_S = 0.5
+"""After SIGKILL, how long to wait for the kernel to take the processes away."""
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,14 @@ class ServiceRegistry:
         self.save(records)
 
 
-def free_port() -> int:
+def free_port(preferred: int = 0) -> int:
+    """`preferred` when nothing on loopback holds it, else a port the system picks: a server
+    that people reach by a well-known port keeps it whenever it can."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        try:
+            probe.bind(("127.0.0.1", preferred))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
@@ -104,15 +116,23 @@ def spawn(
 def wait_until(
     ready: Callable[[], bool], process: psutil.Process, timeout_s: float, what: str, log: Path
 ) -> None:
-    """Poll `ready` until true; fail early with the log's tail if the process died."""
+    """Poll `ready` until true; fail early with the log's tail if the process died.
+
+    A process that never answers, or whose start is interrupted (Ctrl-C), is stopped before
+    the error goes up: nobody holds a record of it yet, so nothing else could stop it.
+    """
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
-            raise RuntimeError(f"{what} exited during start-up; last log lines:\n{tail(log)}")
-        if ready():
-            return
-        time.sleep(0.25)
-    raise RuntimeError(f"{what} did not answer within {timeout_s:g} s; see {log}")
+    try:
+        while time.monotonic() < deadline:
+            if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+                raise RuntimeError(f"{what} exited during start-up; last log lines:\n{tail(log)}")
+            if ready():
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"{what} did not answer within {timeout_s:g} s; see {log}")
+    except BaseException:
+        terminate(family(process.pid), ABANDON_GRACE_S)
+        raise
 
 
 def tail(log: Path, lines: int = 15) -> str:
@@ -121,37 +141,79 @@ def tail(log: Path, lines: int = 15) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def stop(record: ServiceRecord, grace_s: float = 20.0) -> bool:
+def family(pid: int) -> list[psutil.Process]:
+    """`pid` and all its descendants, listed before any is signalled: once a parent has gone,
+    its children are re-parented and can no longer be found through it."""
+    try:
+        process = psutil.Process(pid)
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def terminate(
+    members: Sequence[psutil.Process], grace_s: float, groups: Collection[int] = ()
+) -> None:
+    """SIGTERM all at once, wait for all together, SIGKILL what is left after `grace_s`: one
+    deadline for the lot, so stopping ten processes takes no longer than stopping one.
+
+    Each process group in `groups` is signalled as a whole, which also reaches its members
+    started after `members` was listed; other members are signalled one by one.
+    """
+    _send(members, groups, signal.SIGTERM)
+    alive = _still_running(members, grace_s)
+    _send(alive, groups, signal.SIGKILL)
+    _still_running(alive, KILL_WAIT_S)
+
+
+def _still_running(members: Sequence[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of `members` still running after up to `timeout_s`, our own children reaped.
+
+    A zombie counts as gone: it has exited, and only its parent has yet to read its status
+    (in a container whose first process is no init, an orphan's status may never be read).
+    """
+    deadline = time.monotonic() + timeout_s
+    alive = list(members)
+    while True:
+        _, alive = psutil.wait_procs(alive, timeout=0.05)
+        alive = [member for member in alive if not _exited(member)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+
+
+def _exited(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _send(members: Sequence[psutil.Process], groups: Collection[int], sig: signal.Signals) -> None:
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(member.pid) not in groups:
+                member.send_signal(sig)
+
+
+def stop(record: ServiceRecord, grace_s: float = STOP_GRACE_S) -> bool:
     """Stop the recorded process and its children; True if something was running."""
     process = record.process()
     if process is None:
         return False
-    family = [process, *process.children(recursive=True)]
-    for member in family:
-        try:
-            member.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(family, timeout=grace_s)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            continue
-    psutil.wait_procs(alive, timeout=5)
+    terminate(family(process.pid), grace_s)
     return True
 
 
-def stop_sessions(processes: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
-    """SIGTERM each process's session (it was started with `start_new_session`), wait, then
-    SIGKILL what is left: nothing of theirs outlives the caller."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+def stop_sessions(
+    leaders: Sequence[subprocess.Popen[bytes] | psutil.Process], grace_s: float = STOP_GRACE_S
+) -> None:
+    """Stop each leader's whole session (it was started with `start_new_session`, so a
+    terminal's Ctrl-C never reached it), grandchildren included, within one `grace_s`."""
+    groups = {leader.pid for leader in leaders}
+    terminate([member for pid in groups for member in family(pid)], grace_s, groups)
+    for leader in leaders:
+        if isinstance(leader, subprocess.Popen):
+            leader.poll()
