@@ -1,12 +1,22 @@
 # The one image of the project: stream worker, API, simulator, Dagster code location,
 # webserver and daemon all run from it with a different command (docker/compose.yaml).
 #
-# Stage 1 builds a virtual environment with the versions pinned in constraints.txt; stage 2
-# copies only that environment onto a slim runtime with a JDK (PySpark 4.3 needs Java 17+),
-# so compilers and pip caches never reach the image that runs.
+# A first stage bundles the live map with Node; the next builds a virtual environment with
+# the versions pinned in constraints.txt; the last copies only that environment onto a slim
+# runtime with a JDK (PySpark 4.3 needs Java 17+), so compilers, npm and pip caches never
+# reach the image that runs.
 
 ARG PYTHON_VERSION=3.11.14
 ARG DEBIAN_RELEASE=bookworm
+ARG NODE_VERSION=20.20.2
+
+# The live city map's bundle (web/, served by the API at /map), built from the lock file.
+FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web ./
+RUN npm run build
 
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -26,6 +36,7 @@ COPY simulator ./simulator
 COPY smartcity_stream ./smartcity_stream
 COPY smartcity_dagster ./smartcity_dagster
 COPY smartcity_api ./smartcity_api
+COPY --from=web /src/smartcity_api/map ./smartcity_api/map
 RUN pip install --no-deps -c constraints.txt .
 
 FROM python:${PYTHON_VERSION}-slim-${DEBIAN_RELEASE} AS runtime

@@ -3,14 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The live map's bundle (see `web`) and what it is built from.
+WEB_BUNDLE := smartcity_api/map/index.html
+WEB_SOURCES := $(wildcard web/*.json web/*.html web/*.ts web/src/*)
 
-.PHONY: demo test lint format unit jvm minio prometheus chromium postgresql mosquitto bench docs-images clean
+.PHONY: demo test lint format unit web jvm minio prometheus chromium postgresql mosquitto bench docs-images clean
 
-$(INSTALLED): pyproject.toml constraints.txt
+# The map's bundle comes first: the package serves it (order-only, so that a change of the page
+# does not reinstall the package).
+$(INSTALLED): pyproject.toml constraints.txt | $(WEB_BUNDLE)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
+
+# The operator's live city map (docs/map.md): `web/` bundled by Vite into the package, which
+# serves it at /map. Rebuilt when a file of `web/` changes; npm's user-level cache makes the
+# `npm ci` of a second build fast.
+web: $(WEB_BUNDLE)
+
+$(WEB_BUNDLE): $(WEB_SOURCES)
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 jvm: $(INSTALLED)
 	$(BIN)/smartcity services install --kafka --spark
@@ -51,7 +64,7 @@ mosquitto:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients; \
 	  (systemctl disable --now mosquitto || service mosquitto stop) >/dev/null 2>&1 || true; }
 
-demo: jvm
+demo: jvm web
 	$(BIN)/smartcity demo
 
 lint: $(INSTALLED)
@@ -66,13 +79,13 @@ format: $(INSTALLED)
 unit: $(INSTALLED)
 	$(BIN)/pytest -m "not integration"
 
-test: lint jvm minio prometheus chromium postgresql mosquitto
+test: lint web jvm minio prometheus chromium postgresql mosquitto
 	$(BIN)/pytest
 
-# The README's picture of the Dagster asset graph, taken by the webserver test, which otherwise
-# writes its screenshot into a temporary folder.
-docs-images: jvm chromium
-	SMARTCITY_REFRESH_DOCS_IMAGES=1 $(BIN)/pytest tests/test_dagster_webserver.py
+# The README's pictures of the Dagster asset graph and the live city map, taken by their
+# tests, which otherwise write their screenshots into a temporary folder.
+docs-images: web jvm minio chromium
+	SMARTCITY_REFRESH_DOCS_IMAGES=1 $(BIN)/pytest tests/test_dagster_webserver.py tests/test_map_browser.py
 
 # vegeta, the API bench's load generator (open-loop pacing), built once into Go's bin folder.
 VEGETA := $(shell go env GOPATH 2>/dev/null)/bin/vegeta

@@ -10,9 +10,12 @@ nothing in memory yet (the cold figures: files read, hour blocks rendered the fi
 then the mix paced at 1,000 requests/s twice (open loop: latency counts from when each request
 was due): the first run, printed as "settling", still pays for the cold pass (the garbage
 collector working through what it left, the last hour blocks rendered); the second is the
-steady-state figure. Then flat out over 16 connections, then `/` alone flat out as the
+steady-state figure. Then the same paced run again with `--sse-clients` (50 by default)
+clients on the live stream (`/api/v1/live/stream`, held by a separate process) while the live
+simulator produces the default city's 2,100 readings/s: the stream must not cost the other
+requests their latency. Then flat out over 16 connections, then `/` alone flat out as the
 ceiling of the server itself. Prints requests/s and p50/p95/p99 of each and the ratio.
-Run: `make bench` or `python -m bench.bench_api`.
+Run: `make bench` or `python -m bench.bench_api [--sse-clients 0]`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -46,6 +51,12 @@ from tests.stream_support import SMARTCITY, worker_env
 INTERVAL_MS = 10_000
 RATE = 1000
 COLD_RATE = 200
+SSE_CLIENTS = 50
+LIVE_STREAM = "/api/v1/live/stream"
+SSE_SETTLE_S = 3
+CURL_TIMED_OUT = 28
+"""curl's exit status at `--max-time`: the stream was held to the end, not dropped."""
+"""Time for the SSE clients to connect and the API's consumer to reach the topics' ends."""
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 
 
@@ -147,6 +158,37 @@ def serve(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the API did not start")
 
 
+@contextmanager
+def live_load(settings: Settings, url: str, clients: int, seconds: int) -> Iterator[dict[str, int]]:
+    """The live simulator at its default 2,100 readings/s and `clients` SSE clients (`curl -N`,
+    which costs the shared machine far less than Python clients would), for `seconds` after
+    they have settled; yields the bytes the clients received and how many held on to the end,
+    filled in when they are done."""
+    held_s = seconds + 2 * SSE_SETTLE_S
+    simulator = subprocess.Popen(
+        [SMARTCITY, "simulate", "--duration", f"{held_s}s", "--no-progress"],
+        env=worker_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    curl = ["curl", "-sN", "--max-time", str(held_s), "-o", os.devnull, "-w", "%{size_download}"]
+    streams = [
+        subprocess.Popen([*curl, url + LIVE_STREAM], stdout=subprocess.PIPE) for _ in range(clients)
+    ]
+    received: dict[str, int] = {}
+    try:
+        time.sleep(SSE_SETTLE_S)
+        yield received
+        for stream in streams:
+            output, _ = stream.communicate(timeout=held_s + 30)
+            received["bytes"] = received.get("bytes", 0) + int(output or 0)
+            received["held"] = received.get("held", 0) + (stream.returncode == CURL_TIMED_OUT)
+    finally:
+        for process in (*streams, simulator):
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def line(name: str, result: dict[str, float]) -> str:
     return (
         f"{name:22}: {result['rps']:8,.0f} req/s  p50 {result['p50']:6.2f} ms  "
@@ -161,6 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=int, default=RATE, help="requests/s of the paced run")
     parser.add_argument("--connections", type=int, default=16, help="of the flat-out runs")
     parser.add_argument("--paths", type=int, default=3000, help="distinct requests in the mix")
+    parser.add_argument(
+        "--sse-clients",
+        type=int,
+        default=SSE_CLIENTS,
+        help="live-stream clients held during a second paced run (0: no such run)",
+    )
     args = parser.parse_args(argv)
     with broker() as base, tempfile.TemporaryDirectory(prefix="smartcity-api-lake-") as lake:
         settings = land(fresh_topics(base), Path(lake), args.hours)
@@ -171,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
             cold = attack(url, mix, len(mix) // COLD_RATE, COLD_RATE, args.connections)
             settling = attack(url, mix, args.seconds, args.rate, args.connections)
             paced = attack(url, mix, args.seconds, args.rate, args.connections)
+            with_sse: dict[str, float] = {}
+            streams: dict[str, int] = {}
+            if args.sse_clients:
+                with live_load(settings, url, args.sse_clients, args.seconds) as streams:
+                    with_sse = attack(url, mix, args.seconds, args.rate, args.connections)
             flat_out = attack(url, mix, args.seconds, 0, args.connections)
             ceiling = attack(url, ["/"], args.seconds, 0, args.connections)
         finally:
@@ -179,6 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     print(line(f"cold pass at {COLD_RATE}/s", cold))
     print(line(f"settling at {args.rate:,}/s", settling))
     print(line(f"API mix at {args.rate:,}/s", paced))
+    if args.sse_clients:
+        print(line(f"  + {args.sse_clients} SSE clients", with_sse))
+        print(
+            f"SSE clients           : {streams.get('held', 0)} of {args.sse_clients} held to the "
+            f"end, {streams.get('bytes', 0) / (args.seconds + 2 * SSE_SETTLE_S) / 1e6:.1f} MB/s "
+            "received in all"
+        )
     print(line("API mix, flat out", flat_out))
     print(line("ceiling /, flat out", ceiling))
     print(

@@ -1,7 +1,7 @@
 """The FastAPI application: `create_app(settings)`, or `from_environment()` for uvicorn.
 
 The app reads the lake and the stream worker's live state directly; it never runs Dagster
-jobs or consumes Kafka per request. `/`, `/health`, `/metrics` and the docs are open;
+jobs or consumes Kafka per request. `/`, `/health`, `/metrics`, the docs and the map are open;
 everything under `/api/v1` needs the API key when one is configured, except the one write
 route, `POST /api/v1/readings`, which needs the ingest key (`deps.require_ingest_key`).
 """
@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from smartcity.settings import Settings, load_settings
@@ -35,10 +35,12 @@ from smartcity_api.routers import (
     export,
     health,
     ingest,
+    live,
     quality,
     sensors,
     statistics,
 )
+from smartcity_api.routers import map as city_map
 from smartcity_api.store import LakeReader
 
 API_PREFIX = "/api/v1"
@@ -73,7 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.registry.register(CheckFailures(app.state.reader.check_failures))
     errors.install(app)
 
-    for module in (sensors, aggregates, anomalies, quality, statistics, export):
+    for module in (sensors, aggregates, anomalies, quality, statistics, export, live):
         app.include_router(
             module.router,
             prefix=API_PREFIX,
@@ -82,10 +84,19 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.include_router(ingest.router, prefix=API_PREFIX, dependencies=[Depends(require_ingest_key)])
     app.include_router(health.router)
+    app.include_router(city_map.router)
     declare_api_key(app, API_PREFIX)
 
-    @app.get("/", response_model=Root, tags=["meta"], summary="What this service is")
-    async def root() -> Any:
+    @app.get(
+        "/",
+        response_model=Root,
+        tags=["meta"],
+        summary="What this service is",
+        responses={307: {"description": "A browser (`Accept: text/html`) goes to the map"}},
+    )
+    async def root(request: Request) -> Any:
+        if "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse("/map", status_code=307)
         return json_response(
             {
                 "name": "smartcity API",

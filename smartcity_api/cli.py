@@ -9,6 +9,9 @@ from smartcity.cli_support import friendly_errors, settings_or_exit
 
 HTTP_PROTOCOL = "smartcity_api.transport:GatheringHttpToolsProtocol"
 """uvicorn's httptools protocol, each response sent in one system call (see `transport`)."""
+GRACEFUL_SHUTDOWN_S = 5
+"""How long a stop waits for responses in flight before cancelling them: a live stream
+(`/api/v1/live/stream`) never ends by itself, and uvicorn would otherwise wait for it forever."""
 
 
 @friendly_errors
@@ -27,4 +30,5 @@ def api(
         workers=workers,
         http=HTTP_PROTOCOL,
         access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

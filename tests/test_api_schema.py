@@ -21,12 +21,16 @@ from tests.api_support import ApiLake
 pytestmark = pytest.mark.integration
 EXAMPLES = 30
 CHECKS = [not_a_server_error, response_schema_conformance]
+LIVE_STREAM = "/api/v1/live/stream"
 
 
 def _operations() -> list[tuple[str, str]]:
-    """(method, path) of every documented operation; building the app touches nothing."""
+    """(method, path) of every documented operation; building the app touches nothing. The
+    live stream never ends, so a generated call would never return: it has its own tests
+    (tests/test_api_live_stream.py)."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(_env_file=None)))
-    return [(op.ok().method, op.ok().path) for op in schema.get_all_operations()]
+    operations = [(op.ok().method, op.ok().path) for op in schema.get_all_operations()]
+    return [operation for operation in operations if operation[1] != LIVE_STREAM]
 
 
 @pytest.fixture(scope="module")

@@ -143,6 +143,15 @@ def test_mounted_files_exist() -> None:
                 assert (DOCKER / source).exists(), f"{name}: {source} missing"
 
 
+def test_the_image_serves_the_map_built_from_its_lock_file() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG NODE_VERSION=\d+\.\d+\.\d+$", text, re.M)
+    assert "npm ci" in text and "package-lock.json" in text
+    assert "COPY --from=web /src/smartcity_api/map ./smartcity_api/map" in text
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert "web/node_modules" in ignored and "smartcity_api/map" in ignored
+
+
 def test_dockerfile_is_pinned_multi_stage_and_non_root() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2
