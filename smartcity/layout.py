@@ -61,6 +61,18 @@ def table_partition_key(asset: str, day: date | str) -> str:
     return f"{table_dir(asset)}/date={day}/part-0.parquet"
 
 
+def staging_dir(asset: str, day: date | str, token: str) -> str:
+    """Where one run writes a partition's new version (Spark's parts, then the one file)
+    before its checks decide whether it is published; outside every `date=` folder, so
+    readers of the table never list it as a partition."""
+    return f"{table_dir(asset)}/_staging/{day}-{token}"
+
+
+def staged_key(asset: str, day: date | str, token: str) -> str:
+    """The staged version of a partition: the file the checks read, then publish moves."""
+    return f"{staging_dir(asset, day, token)}/part-0.parquet"
+
+
 def registry_key() -> str:
     """The published `sensor_registry` table (the Dagster asset's output)."""
     return f"{table_dir('sensor_registry')}/sensor_registry.parquet"
@@ -79,6 +91,22 @@ def registry_current_key() -> str:
 def quality_key(asset: str, day: date | str) -> str:
     """Check results of one materialized partition (what the API's /quality serves)."""
     return f"{QUALITY}/{asset}/date={day}.json"
+
+
+def rejected_dir(asset: str, day: date | str, version: str) -> str:
+    """A version of a partition that failed a blocking check and was never published (the
+    published one stayed), kept for inspection. Its own folder under `quality/_rejected/`:
+    the API reads every `.json` under `quality/<asset>/` as a date's check results."""
+    return f"{QUALITY}/_rejected/{asset}/date={day}/{version}"
+
+
+def rejected_key(asset: str, day: date | str, version: str) -> str:
+    return f"{rejected_dir(asset, day, version)}/part-0.parquet"
+
+
+def rejected_checks_key(asset: str, day: date | str, version: str) -> str:
+    """The check results that rejected the version beside them."""
+    return f"{rejected_dir(asset, day, version)}/checks.json"
 
 
 def check_failures_key() -> str:

@@ -1,20 +1,26 @@
-"""The clean transform and the scalable checks on real local Spark, with planted bad rows:
-a check that could fail does fail, and the counts add up."""
+"""The clean transform and the scalable checks, with planted bad rows: a check that could
+fail does fail, and the counts add up. The clean transform runs on real local Spark; the
+contract check (Pandera on every row, a batch at a time) also reads files written with
+pyarrow, in any order and cut into batches of any size."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import functions as F
 
 from smartcity.lake import Lake
 from smartcity.settings import Settings
 from smartcity_dagster import checks
-from smartcity_dagster.tables import write_partition
+from smartcity_dagster.tables import TableWrite, describe, write_partition
 from smartcity_dagster.transforms.balance import range_label
 from smartcity_dagster.transforms.clean import clean, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
@@ -81,14 +87,10 @@ def lake(tmp_path: Path) -> Lake:
     return Lake.from_settings(Settings(_env_file=None, lake_uri=(tmp_path / "lake").as_uri()))
 
 
-def profile_of(
-    lake: Lake, table: Any, sensor_type: str
-) -> tuple[dict[str, Any], list[dict], pa.Schema]:
-    """Written as the asset writes it: the profile, the rows and the file's schema."""
-    asset, day = f"clean_{sensor_type}", "2026-11-27"
-    written = write_partition(table, lake, asset, day)
-    profile = table_profile(written, lake, sensor_type)
-    return profile, lake.read_parquet(written.key).to_pylist(), written.schema
+def written_as_asset(lake: Lake, table: Any, sensor_type: str) -> tuple[TableWrite, list[dict]]:
+    """Written as the asset writes it: the staged file and its rows."""
+    written = write_partition(table, lake, f"clean_{sensor_type}", "2026-11-27")
+    return written, lake.read_parquet(written.key).to_pylist()
 
 
 def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, lake) -> None:
@@ -103,7 +105,7 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     ]
     raw = frame(spark, "weather", rows)
     outcome = clean(raw, REGISTRY, "weather")
-    stats, kept, _ = profile_of(lake, outcome.clean, "weather")
+    written, kept = written_as_asset(lake, outcome.clean, "weather")
     rejected = rejected_rows(raw, REGISTRY, "weather").toArrow().to_pylist()
     assert [(r["sensor_id"], r["seq"]) for r in kept] == [("WEATHER_0001", 1), ("WEATHER_0001", 2)]
     assert kept[0]["kafka_offset"] == 0 and kept[0]["district"] == "centre"
@@ -115,7 +117,8 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     counts = outcome.counts.get
     assert counts == {"rows": 7, "duplicates": 2, "rejects": 3}
     assert checks.no_loss(counts["rows"], len(kept), len(rejected), counts["duplicates"]).passed
-    assert stats["rows"] == 2 and stats["duplicate_keys"] == 0
+    assert table_profile(written)["rows"] == 2
+    assert checks.contract_schema(written, lake, "weather").passed
 
 
 def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> None:
@@ -151,9 +154,8 @@ def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> N
 def test_contract_check_passes_on_good_rows_and_fails_on_each_kind_of_bad_row(spark, lake) -> None:
     places = {"district": "centre", "latitude": 52.5, "longitude": 13.4}
     good = [{**weather(seq, seq), **places} for seq in range(1, 5)]
-    table = spark.createDataFrame(good)
-    stats, _, schema = profile_of(lake, table, "weather")
-    assert checks.contract_schema(stats, schema, "weather").passed
+    written, _ = written_as_asset(lake, spark.createDataFrame(good), "weather")
+    assert checks.contract_schema(written, lake, "weather").passed
 
     bad = [
         *good,
@@ -161,13 +163,16 @@ def test_contract_check_passes_on_good_rows_and_fails_on_each_kind_of_bad_row(sp
         {**weather(6, 6, source="guessed"), **places},
         {**weather(4, 7), **places},  # (sensor_id, seq) twice
     ]
-    stats, _, schema = profile_of(lake, spark.createDataFrame(bad), "weather")
-    result = checks.contract_schema(stats, schema, "weather")
+    written, kept = written_as_asset(lake, spark.createDataFrame(bad), "weather")
+    result = checks.contract_schema(written, lake, "weather")
     assert not result.passed
     failures = result.metadata["failures_by_check"].value
-    assert any("less_than_or_equal_to(60)" in name for name in failures), failures
-    assert any("isin" in name for name in failures), failures
-    assert failures["unique (sensor_id, seq)"] == 1
+    assert failures["less_than_or_equal_to(60)"] == 1, failures
+    assert failures["isin(['simulated', 'openweather'])"] == 1, failures
+    assert failures[checks.UNIQUE_KEY] == 1
+    rows = result.metadata["sample_rows"].value
+    assert [kept[i]["temperature_c"] for i in rows["less_than_or_equal_to(60)"]] == [75.0]
+    assert [kept[i]["seq"] for i in rows[checks.UNIQUE_KEY]] == [4]
 
 
 def test_a_falling_meter_fails_and_nulls_count(spark, lake) -> None:
@@ -175,12 +180,14 @@ def test_a_falling_meter_fails_and_nulls_count(spark, lake) -> None:
     meters = [10.0, 10.5, 9.0, 11.0]
     rows = [{**energy(seq, kwh), **places} for seq, kwh in enumerate(meters, start=1)]
     rows[3]["power_kw"] = None
-    stats, _, schema = profile_of(lake, spark.createDataFrame(rows, samplingRatio=1.0), "energy")
-    result = checks.contract_schema(stats, schema, "energy")
+    table = spark.createDataFrame(rows, samplingRatio=1.0)
+    written, kept = written_as_asset(lake, table, "energy")
+    result = checks.contract_schema(written, lake, "energy")
     assert not result.passed
-    assert result.metadata["failures_by_check"].value["energy_kwh never falls"] == 1
-    assert "seq=3" in result.metadata["sequence_samples"].value["energy_kwh never falls"]
-    assert not checks.null_rates(stats, schema.names).passed
+    assert result.metadata["failures_by_check"].value[checks.METER_RISES] == 1
+    assert [kept[i]["seq"] for i in result.metadata["sample_rows"].value[checks.METER_RISES]] == [3]
+    stats = table_profile(written)
+    assert not checks.null_rates(stats, written.schema.names).passed
     assert checks.freshness(stats, "2026-11-27").passed is False
 
 
@@ -196,3 +203,167 @@ def test_sensor_ranges_fill_every_shuffle_partition_evenly(spark) -> None:
     )
     sizes = [row["count"] for row in spread]
     assert len(sizes) == partitions and max(sizes) - min(sizes) <= 1, sizes
+
+
+PLACES = {"district": "north", "latitude": 52.6, "longitude": 13.4}
+COMMON_ID = "str_matches('^(TRAFFIC|WEATHER|ENERGY)_[0-9]{4,6}$')"
+ENERGY_ID = "str_matches('^ENERGY_')"
+
+
+def clean_file_schema(sensor_type: str) -> pa.Schema:
+    places = [("district", pa.string()), ("latitude", pa.float64()), ("longitude", pa.float64())]
+    return pa.schema([*landing_schema(sensor_type), *places])
+
+
+def meter_day(sensors: int, readings: int, seed: int) -> list[dict]:
+    """A clean energy table in (sensor_id, seq) order: per sensor `seq` up by one from a
+    random start, its meter never falling; `kafka_offset` is the row's place here."""
+    rng, rows = random.Random(seed), []
+    for number in range(sensors):
+        seq, kwh = rng.randrange(10**6), rng.uniform(10.0, 1e5)
+        for step in range(readings):
+            kwh += rng.choice([0.0, rng.uniform(0.0, 2.0)])
+            reading = {**energy(seq + step, kwh), **PLACES, "kafka_offset": len(rows)}
+            rows.append({**reading, "sensor_id": f"ENERGY_{number:04d}"})
+    return rows
+
+
+def written_file(lake: Lake, rows: list[dict], sensor_type: str = "energy") -> TableWrite:
+    key = f"tables/clean_{sensor_type}/date=2026-11-27/part-0.parquet"
+    lake.write_parquet(key, pa.Table.from_pylist(rows, schema=clean_file_schema(sensor_type)))
+    return describe(lake, key)
+
+
+def break_range(rows: list[dict], at: int, rng: random.Random) -> str:
+    name, value, check = rng.choice(
+        [
+            ("voltage_v", 500.0 + rng.uniform(0.5, 100.0), "less_than_or_equal_to(500)"),
+            ("power_kw", -rng.uniform(0.1, 5.0), "greater_than_or_equal_to(0)"),
+            ("current_a", -rng.uniform(0.1, 5.0), "greater_than_or_equal_to(0)"),
+        ]
+    )
+    rows[at][name] = value
+    return check
+
+
+def repeat_key(rows: list[dict], at: int, rng: random.Random) -> str:
+    rows[at]["seq"] = rows[at - 1]["seq"]
+    return checks.UNIQUE_KEY
+
+
+def drop_meter(rows: list[dict], at: int, rng: random.Random) -> str:
+    rows[at]["energy_kwh"] = rows[at - 1]["energy_kwh"] - rng.uniform(0.01, 5.0)
+    return checks.METER_RISES
+
+
+def break_common_id(rows: list[dict], at: int, rng: random.Random) -> str:
+    rows[at]["sensor_id"] = f"ENERGY_{rng.randrange(1000)}"  # fewer than four digits
+    return COMMON_ID
+
+
+def break_type_id(rows: list[dict], at: int, rng: random.Random) -> str:
+    rows[at]["sensor_id"] = f"WEATHER_{rng.randrange(10_000):04d}"  # another type's id
+    return ENERGY_ID
+
+
+CORRUPTIONS = [break_range, repeat_key, drop_meter, break_common_id, break_type_id]
+
+
+def flagged_offsets(result: dg.AssetCheckResult, kept: list[dict], check: str) -> set[int]:
+    """The planted rows (by `kafka_offset`) among the failing rows the sample shows."""
+    return {kept[i]["kafka_offset"] for i in result.metadata["sample_rows"].value[check]}
+
+
+@pytest.mark.parametrize("seed", [3, 17, 2026])
+def test_each_broken_rule_is_caught_on_its_row(lake: Lake, seed: int) -> None:
+    """One file with a row out of range, a key twice, a falling meter and an id breaking
+    each pattern (which also leaves the file out of key order), in batches of seven."""
+    rows, rng = meter_day(sensors=3, readings=20, seed=seed), random.Random(seed)
+    places = [25, 5, 12, 45, 52]  # one per corruption, apart, in three sensors of twenty
+    planted = {at: corrupt(rows, at, rng) for at, corrupt in zip(places, CORRUPTIONS, strict=True)}
+    written = written_file(lake, rows)
+    result = checks.contract_schema(written, lake, "energy", batch_rows=7)
+    assert not result.passed
+    assert result.metadata["failures_by_check"].value == {check: 1 for check in planted.values()}
+    kept = lake.read_parquet(written.key).to_pylist()
+    for at, check in planted.items():
+        assert flagged_offsets(result, kept, check) == {at}, check
+    sample = result.metadata["sample"].value
+    assert all(check in sample for check in planted.values())
+
+
+def test_an_empty_partition_passes(lake: Lake) -> None:
+    result = checks.contract_schema(written_file(lake, []), lake, "energy")
+    assert result.passed and result.metadata["rows"].value == 0
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sensors=st.integers(1, 4),
+    readings=st.integers(2, 25),
+    corrupt=st.sampled_from(CORRUPTIONS),
+    shuffled=st.booleans(),
+    data=st.data(),
+)
+def test_a_clean_table_passes_and_any_one_broken_row_is_caught(
+    lake: Lake,
+    seed: int,
+    sensors: int,
+    readings: int,
+    corrupt: Any,
+    shuffled: bool,
+    data: st.DataObject,
+) -> None:
+    """Over random batch sizes, among them one that starts a batch at the broken row, so a
+    key twice or a meter falling across a batch boundary shows; in key order or not."""
+    rows, rng = meter_day(sensors, readings, seed), random.Random(seed)
+    at = data.draw(st.sampled_from([i for i in range(len(rows)) if i % readings]), label="at")
+    batch_rows = data.draw(
+        st.one_of(st.integers(max(1, len(rows) // 8), len(rows)), st.just(at)), label="batch"
+    )
+    if shuffled:
+        rng.shuffle(rows)
+    written = written_file(lake, rows)
+    assert checks.contract_schema(written, lake, "energy", batch_rows).passed
+
+    place = next(i for i, row in enumerate(rows) if row["kafka_offset"] == at)
+    by_offset = sorted(rows, key=lambda row: row["kafka_offset"])
+    check = corrupt(by_offset, at, rng)
+    written = written_file(lake, rows)
+    result = checks.contract_schema(written, lake, "energy", batch_rows)
+    assert not result.passed
+    assert check in result.metadata["failures_by_check"].value
+    kept = lake.read_parquet(written.key).to_pylist()
+    assert kept[place]["kafka_offset"] == at
+    twins = {at, at - 1} if corrupt is repeat_key else {at}
+    assert flagged_offsets(result, kept, check) <= twins
+    assert flagged_offsets(result, kept, check)
+
+
+def test_a_missing_or_mistyped_column_counts_once_over_all_batches(lake: Lake) -> None:
+    table = pa.Table.from_pylist(meter_day(2, 5, seed=8), schema=clean_file_schema("energy"))
+    kwh = table.schema.get_field_index("energy_kwh")
+    table = table.set_column(kwh, "energy_kwh", table["energy_kwh"].cast(pa.float32()))
+    key = "tables/clean_energy/mistyped.parquet"
+    lake.write_parquet(key, table.drop_columns(["district"]))
+    result = checks.contract_schema(describe(lake, key), lake, "energy", batch_rows=3)
+    assert result.metadata["failures_by_check"].value == {
+        "column_in_dataframe": 1,
+        "dtype('double[pyarrow]')": 1,
+    }
+
+
+def test_every_failure_is_counted_and_the_sample_is_bounded(lake: Lake) -> None:
+    rows = meter_day(sensors=2, readings=30, seed=5)
+    broken = random.Random(5).sample(range(len(rows)), 25)
+    for at in broken:
+        rows[at]["voltage_v"] = 600.0
+    result = checks.contract_schema(written_file(lake, rows), lake, "energy", batch_rows=4)
+    assert result.metadata["failures_by_check"].value == {"less_than_or_equal_to(500)": 25}
+    shown = result.metadata["sample_rows"].value["less_than_or_equal_to(500)"]
+    assert len(shown) == checks.SAMPLE and set(shown) < set(broken)

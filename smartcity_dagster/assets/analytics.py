@@ -1,5 +1,7 @@
 """daily_<type>_aggregates and anomaly_summary: what dashboards and analysts read."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -8,10 +10,11 @@ from dagster_pyspark import LazyPySparkResource
 from smartcity.layout import LANDING, table_partition_key
 from smartcity.registry import published_registry
 from smartcity.settings import SENSOR_TYPES
-from smartcity_dagster.assets.common import run_dates, table_metadata
+from smartcity_dagster.assets.common import run_dates
+from smartcity_dagster.assets.publish import AssetEvent, Publication
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
-from smartcity_dagster.tables import describe, read_partition, write_partition
+from smartcity_dagster.tables import describe, read_partition, stage_table, write_partition
 from smartcity_dagster.transforms.aggregates import daily_aggregates
 from smartcity_dagster.transforms.anomalies import detect_batch, reconcile, summarize
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
@@ -36,13 +39,14 @@ def aggregates_asset(sensor_type: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         smartcity: SmartcityResource,
         pyspark: LazyPySparkResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[AssetEvent]:
         spark, lake = pyspark.spark_session, smartcity.lake
-        writes = {}
+        publication = Publication(context, lake, name)
         for day in run_dates(context):
             clean = read_partition(spark, lake, f"clean_{sensor_type}", day)
-            writes[day] = write_partition(daily_aggregates(clean, sensor_type), lake, name, day)
-        return dg.MaterializeResult(metadata=table_metadata(writes))
+            staged = write_partition(daily_aggregates(clean, sensor_type), lake, name, day)
+            publication.audit(day, {name: staged})
+        yield from publication.events()
 
     return aggregates
 
@@ -64,35 +68,51 @@ def anomaly_summary(
     context: dg.AssetExecutionContext,
     smartcity: SmartcityResource,
     pyspark: LazyPySparkResource,
-) -> dg.MaterializeResult:
+) -> Iterator[AssetEvent]:
     spark, lake = pyspark.spark_session, smartcity.lake
     sensors = published_registry(lake).sensors()
     districts = {row["sensor_id"]: row["district"] for row in sensors.values()}
     config = RuleConfig()
-    writes, by_source = {}, {}
+    publication, by_source = Publication(context, lake, "anomaly_summary"), {}
     for day in run_dates(context):
-        batch_frames = [
-            detect_batch(read_partition(spark, lake, f"clean_{t}", day), sensors, config)
-            for t in SENSOR_TYPES
-        ]
         batch = pa.concat_tables(
             [
-                pa.Table.from_pandas(f.toPandas(), schema=ANOMALY_SCHEMA, preserve_index=False)
-                for f in batch_frames
+                ANOMALY_SCHEMA.empty_table(),
+                *(
+                    pa.Table.from_pandas(
+                        detect_batch(
+                            read_partition(spark, lake, table, day), sensors, config
+                        ).toPandas(),
+                        schema=ANOMALY_SCHEMA,
+                        preserve_index=False,
+                    )
+                    for table in clean_tables_with_rows(smartcity, day)
+                ),
             ]
         )
         events = reconcile(
             stream_anomalies(smartcity, day), batch, districts, int(config.episode_gap_s * 1000)
         )
-        lake.write_parquet(
-            table_partition_key(EVENTS, day), pa.Table.from_pandas(events, preserve_index=False)
+        summary = pa.Table.from_pandas(summarize(events), preserve_index=False)
+        publication.audit(
+            day,
+            {
+                "anomaly_summary": stage_table(lake, summary, "anomaly_summary", day),
+                EVENTS: stage_table(
+                    lake, pa.Table.from_pandas(events, preserve_index=False), EVENTS, day
+                ),
+            },
         )
-        key = table_partition_key("anomaly_summary", day)
-        lake.write_parquet(key, pa.Table.from_pandas(summarize(events), preserve_index=False))
-        writes[day] = describe(lake, key)
         by_source[day] = events["source"].value_counts().to_dict()
         context.log.info("anomalies %s: %s", day, by_source[day])
-    return dg.MaterializeResult(metadata=table_metadata(writes, anomalies_by_source=by_source))
+    yield from publication.events(anomalies_by_source=by_source)
+
+
+def clean_tables_with_rows(smartcity: SmartcityResource, day: str) -> list[str]:
+    """The clean tables of `day` that hold readings (from their footers): a sensor type the
+    city lacks, or that was silent that day, has an empty partition and nothing to detect."""
+    tables = [f"clean_{sensor_type}" for sensor_type in SENSOR_TYPES]
+    return [t for t in tables if describe(smartcity.lake, table_partition_key(t, day)).rows]
 
 
 def stream_anomalies(smartcity: SmartcityResource, day: str) -> pa.Table:

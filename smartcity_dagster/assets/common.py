@@ -38,27 +38,3 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(row[c]) for c in header) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def merge_results(
-    results: list[tuple[str, list[dg.AssetCheckResult]]],
-) -> list[dg.AssetCheckResult]:
-    """One result per check for a run over several dates: failed if any date failed."""
-    by_check: dict[str, list[tuple[str, dg.AssetCheckResult]]] = {}
-    for day, day_results in results:
-        for result in day_results:
-            by_check.setdefault(result.check_name or "", []).append((day, result))
-    merged = []
-    for name, dated in by_check.items():
-        first = dated[0][1]
-        merged.append(
-            dg.AssetCheckResult(
-                check_name=name,
-                passed=all(r.passed for _, r in dated),
-                severity=first.severity,
-                metadata={**first.metadata, "by_date": {d: r.passed for d, r in dated}}
-                if len(dated) > 1
-                else first.metadata,
-            )
-        )
-    return merged

@@ -1,13 +1,15 @@
 """raw_<type>: the stream worker's landed micro-batches of a date, compacted."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
-from smartcity_dagster.assets.common import merge_results, run_dates, table_metadata
+from smartcity_dagster.assets.common import run_dates
+from smartcity_dagster.assets.publish import AssetEvent, Publication
 from smartcity_dagster.partitions import daily_partitions
-from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.transforms.raw import compact, partition_ranges
 from smartcity_stream.progress import load_all_progress
@@ -32,7 +34,7 @@ def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="ingest",
         kinds={"spark", "parquet"},
-        check_specs=checks.specs(name, checks.RAW_CHECKS),
+        check_specs=checks.specs(name, checks.RAW_CHECKS, daily_partitions),
         description=f"The day's landed {sensor_type} micro-batches compacted into one table, "
         "keeping Kafka partition and offset.",
     )
@@ -40,21 +42,22 @@ def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         smartcity: SmartcityResource,
         pyspark: LazyPySparkResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[AssetEvent]:
         spark, lake = pyspark.spark_session, smartcity.lake
-        writes, ranges, results = {}, {}, []
+        publication, ranges = Publication(context, lake, name), {}
         for day in run_dates(context):
-            writes[day] = compact(spark, lake, sensor_type, day, name)
-            ranges[day] = partition_ranges(spark, lake, writes[day])
-            result = checks.matches_landing(
-                writes[day].rows, recorded_rows(smartcity, sensor_type, day)
+            staged = compact(spark, lake, sensor_type, day, name)
+            ranges[day] = partition_ranges(spark, lake, staged)
+            recorded = recorded_rows(smartcity, sensor_type, day)
+            publication.audit(
+                day,
+                {name: staged},
+                [
+                    checks.matches_landing(staged.rows, recorded),
+                    checks.has_readings(staged.rows, sensor_type, day),
+                ],
             )
-            record_checks(lake, name, day, [result])
-            results.append((day, [result]))
-        return dg.MaterializeResult(
-            metadata=table_metadata(writes, kafka_partitions=ranges),
-            check_results=merge_results(results),
-        )
+        yield from publication.events(kafka_partitions=ranges)
 
     return raw
 

@@ -1,5 +1,7 @@
 """clean_<type>: typed, deduplicated, contract-checked, joined with the registry."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
 
@@ -7,9 +9,9 @@ from smartcity.layout import registry_key
 from smartcity.registry import load_registry, publish_registry, published_registry
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
-from smartcity_dagster.assets.common import merge_results, run_dates, table_metadata
+from smartcity_dagster.assets.common import run_dates
+from smartcity_dagster.assets.publish import AssetEvent, Publication
 from smartcity_dagster.partitions import daily_partitions
-from smartcity_dagster.quality import record_checks
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import clean, no_rejected_rows, rejected_rows
@@ -54,7 +56,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="quality",
         kinds={"spark", "pandera", "parquet"},
-        check_specs=checks.specs(name, checks.CLEAN_CHECKS),
+        check_specs=checks.specs(name, checks.CLEAN_CHECKS, daily_partitions),
         description=f"{sensor_type.title()} readings deduplicated by (sensor_id, seq), checked "
         "against the contract and joined with the registry; failing rows go to "
         f"`{REJECTS.format(name=name)}` with their reason.",
@@ -63,50 +65,52 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         smartcity: SmartcityResource,
         pyspark: LazyPySparkResource,
-    ) -> dg.MaterializeResult:
+    ) -> Iterator[AssetEvent]:
         spark, lake = pyspark.spark_session, smartcity.lake
         registry = published_registry(lake)
-        writes, rejects, duplicates, results = {}, {}, {}, []
+        rejects_name = REJECTS.format(name=name)
+        publication, rejected, duplicates = Publication(context, lake, name), {}, {}
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
             outcome = clean(raw, registry.table, sensor_type)
-            writes[day] = write_partition(outcome.clean, lake, name, day)
+            staged = write_partition(outcome.clean, lake, name, day)
             counts = outcome.counts.get
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
-            rejected = (
+            rejects = write_partition(
                 rejected_rows(raw, registry.table, sensor_type)
                 if counts["rejects"]
-                else no_rejected_rows(raw)
+                else no_rejected_rows(raw),
+                lake,
+                rejects_name,
+                day,
             )
-            rejects[day] = write_partition(rejected, lake, REJECTS.format(name=name), day)
-            stats = table_profile(writes[day], lake, sensor_type)
-            schema = writes[day].schema
-            day_results = [
-                checks.contract_schema(stats, schema, sensor_type),
-                checks.no_loss(raw_rows, writes[day].rows, rejects[day].rows, duplicates[day]),
-                checks.null_rates(stats, schema.names),
-                checks.duplicate_share(raw_rows, duplicates[day]),
-                checks.freshness(stats, day),
-            ]
-            record_checks(lake, name, day, day_results)
-            results.append((day, day_results))
+            rejected[day] = rejects.rows
+            stats = table_profile(staged)
+            schema = staged.schema
+            publication.audit(
+                day,
+                {name: staged, rejects_name: rejects},
+                [
+                    checks.contract_schema(staged, lake, sensor_type),
+                    checks.no_loss(raw_rows, staged.rows, rejects.rows, duplicates[day]),
+                    checks.null_rates(stats, schema.names),
+                    checks.duplicate_share(raw_rows, duplicates[day]),
+                    checks.freshness(stats, day),
+                ],
+            )
             context.log.info(
                 "%s %s: %d raw, %d clean, %d rejected, %d duplicates removed",
                 name,
                 day,
                 raw_rows,
-                writes[day].rows,
-                rejects[day].rows,
+                staged.rows,
+                rejects.rows,
                 duplicates[day],
             )
-        return dg.MaterializeResult(
-            metadata=table_metadata(
-                writes,
-                rejected_rows=sum(w.rows for w in rejects.values()),
-                registry_version=registry.version,
-                duplicates_removed=duplicates,
-            ),
-            check_results=merge_results(results),
+        yield from publication.events(
+            rejected_rows=sum(rejected.values()),
+            registry_version=registry.version,
+            duplicates_removed=duplicates,
         )
 
     return clean_table

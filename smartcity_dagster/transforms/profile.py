@@ -1,25 +1,24 @@
-"""What the checks of a clean table need, at the least cost each part can have.
+"""What the checks of a clean table read of the written file, at the least cost each part
+can have.
 
 - Rows, and per column its null count and, for numbers and times, its extremes: from the
   written file's footer, whose statistics the Parquet writer keeps per row group anyway (no
-  pass over the data at all).
-- Per string column its distinct values (bounded: sensors, districts, enums): from the
-  written file's string columns only, which the writer dictionary-encodes (tens of KB for a
-  day's 8.6 M rows), so reading them costs less than starting a Spark job would.
-- Per sensor, in `seq` order (the reading order the contract defines), the rows that repeat
-  the previous key and the meter readings below the previous one, counted with one sample
-  each: from the written file's key (and meter) columns, compared with the row before in
-  numpy. `clean` writes a sensor's rows together and in `seq` order, so no sort is needed;
-  a file in any other order is sorted first. For a day's 8.6 M energy rows this takes
-  0.4-1 s in the driver process, where a second Spark window over the day's rows took
-  several CPU-s of the executors.
+  pass over the data at all). `null_rates` and `freshness` need no more.
+- Every row, for Pandera (`contract_schema`): the file streamed in batches of Arrow record
+  batches into pandas frames that stay in Arrow memory, in the Dagster step's process, each
+  row with the key of the row before it in (sensor_id, seq) order. `clean` writes a
+  sensor's rows together and in `seq` order, so that row is the one before in the file
+  (across a batch boundary, the last row of the batch before); a file in any other order
+  is found out from its key columns alone, which are then sorted alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -27,49 +26,92 @@ import pyarrow.parquet as pq
 from smartcity.lake import Lake
 from smartcity_dagster.tables import TableWrite
 
-FALL_TOLERANCE_KWH = 1e-9
+BATCH_ROWS = 1 << 20
+KEY = ("sensor_id", "seq")
+METER = "energy_kwh"
+PREVIOUS = "previous_"
+
+Before = Callable[[pa.Table, int], pa.Table]
+"""The key columns of the rows before a batch's rows (its key columns, its first row's
+position in the file), in (sensor_id, seq) order; nulls before the first row."""
 
 
-def sequence_stats(write: TableWrite, lake: Lake, sensor_type: str) -> dict[str, Any]:
-    """Per sensor in `seq` order: `duplicate_keys` (rows whose key repeats the row
-    before) and, for meters, `meter_falls` (readings below the one before), each with a
-    sample, the smallest (sensor_id, seq, event_time) among its rows."""
-    meters = ["energy_kwh"] if sensor_type == "energy" else []
+def key_columns(sensor_type: str) -> list[str]:
+    """What the checks across rows compare with the row before: the key, and the meter."""
+    return [*KEY, *([METER] if sensor_type == "energy" else [])]
+
+
+def row_batches(
+    write: TableWrite, lake: Lake, sensor_type: str, batch_rows: int = BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """The written file's rows, `batch_rows` at a time, indexed by their position in the
+    file, each with the key columns of the row before it (`PREVIOUS` + name), so a batch
+    is judged alone and a repeated key or a falling meter across a boundary still shows.
+
+    `pd.ArrowDtype` columns keep the Arrow buffers: no Python object per string, and
+    Pandera's checks run on Arrow's kernels."""
+    keys = key_columns(sensor_type)
     with lake.filesystem.open_input_file(lake.path(write.key)) as source:
-        table = pq.read_table(
-            source, columns=["sensor_id", "seq", *meters], read_dictionary=["sensor_id"]
+        order = _key_order(source)
+        before = (
+            _after_last_row(keys, write.schema) if order is None else _by_key(source, keys, order)
         )
+        parquet, start = pq.ParquetFile(source), 0
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            table = pa.Table.from_batches([batch])
+            previous = before(table.select(keys), start)
+            for name in keys:
+                table = table.append_column(PREVIOUS + name, previous.column(name))
+            frame = table.to_pandas(types_mapper=pd.ArrowDtype)
+            frame.index = pd.RangeIndex(start, start + table.num_rows)
+            start += table.num_rows
+            yield frame
+
+
+def _key_order(source: Any) -> np.ndarray | None:
+    """None if the file is in (sensor_id, seq) order, else its row positions in that order.
+    Sensors compare by the rank of their id in the dictionary the writer keeps, so no
+    string is compared per row."""
+    table = pq.ParquetFile(source, read_dictionary=["sensor_id"]).read(columns=list(KEY))
     ids = table.column("sensor_id").unify_dictionaries().combine_chunks()
     sensor = np.asarray(pc.rank(ids.dictionary), dtype=np.int32)[np.asarray(ids.indices)]
     seq = table.column("seq").to_numpy()
-    position = np.arange(table.num_rows)
-    ordered = (sensor[1:] > sensor[:-1]) | ((sensor[1:] == sensor[:-1]) & (seq[1:] >= seq[:-1]))
-    if not ordered.all():
-        position = np.lexsort((seq, sensor))
-        sensor, seq = sensor[position], seq[position]
     same = sensor[1:] == sensor[:-1]
-    broken = {"duplicate_keys": same & (seq[1:] == seq[:-1])}
-    if meters:
-        kwh = table.column("energy_kwh").to_numpy()[position]
-        broken["meter_falls"] = same & (kwh[:-1] - kwh[1:] > FALL_TOLERANCE_KWH)
-    stats: dict[str, Any] = {}
-    for name, rows in broken.items():
-        found = position[np.flatnonzero(rows) + 1]
-        stats[name] = int(found.size)
-        stats[f"sample:{name}"] = _smallest_key(write, lake, found) if found.size else None
-    return stats
+    ordered = (sensor[1:] > sensor[:-1]) | (same & (seq[1:] >= seq[:-1]))
+    return None if ordered.all() else np.lexsort((seq, sensor))
 
 
-def _smallest_key(write: TableWrite, lake: Lake, rows: np.ndarray) -> str:
-    with lake.filesystem.open_input_file(lake.path(write.key)) as source:
-        keys = pq.read_table(source, columns=["sensor_id", "seq", "event_time"]).take(rows)
-    smallest = min(
-        keys.to_pylist(), key=lambda row: (row["sensor_id"], row["seq"], row["event_time"])
-    )
-    return ", ".join(f"{name}={value}" for name, value in smallest.items())
+def _after_last_row(keys: list[str], schema: pa.Schema) -> Before:
+    """For a file in key order: the batch shifted by one row, after the last row of the
+    batch before (the only state kept from batch to batch)."""
+    last = pa.table({name: pa.nulls(1, schema.field(name).type) for name in keys})
+
+    def before(batch: pa.Table, start: int) -> pa.Table:
+        nonlocal last
+        shifted = pa.concat_tables(
+            [last, batch.slice(0, batch.num_rows - 1)], promote_options="default"
+        )
+        last = batch.slice(batch.num_rows - 1)
+        return shifted
+
+    return before
 
 
-def footer_stats(write: TableWrite) -> dict[str, Any]:
+def _by_key(source: Any, keys: list[str], order: np.ndarray) -> Before:
+    """For a file in another order: each row's predecessor among the key columns, read
+    whole and sorted (by `order`), not the whole table."""
+    table = pq.ParquetFile(source).read(columns=keys)
+    previous = np.full(table.num_rows, -1, dtype=np.int64)
+    previous[order[1:]] = order[:-1]
+
+    def before(batch: pa.Table, start: int) -> pa.Table:
+        positions = previous[start : start + batch.num_rows]
+        return table.take(pa.array(positions, mask=positions < 0))
+
+    return before
+
+
+def table_profile(write: TableWrite) -> dict[str, Any]:
     """Rows, and per column nulls, and extremes of every column that is not a string, from
     the statistics of each row group in the footer."""
     footer, strings = write.footer, _strings(write)
@@ -86,30 +128,6 @@ def footer_stats(write: TableWrite) -> dict[str, Any]:
         stats[f"min:{name}"] = min((s.min for s in bounded), default=None)
         stats[f"max:{name}"] = max((s.max for s in bounded), default=None)
     return stats
-
-
-def distinct_strings(write: TableWrite, lake: Lake) -> dict[str, list[str]]:
-    """Each string column's distinct values, from the written file's dictionary-encoded
-    string columns, one row group at a time."""
-    strings = sorted(_strings(write))
-    values: dict[str, set[str]] = {name: set() for name in strings}
-    if strings:
-        with lake.filesystem.open_input_file(lake.path(write.key)) as source:
-            parquet = pq.ParquetFile(source, read_dictionary=strings)
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group, columns=strings)
-                for name in strings:
-                    values[name].update(table.column(name).unique().to_pylist())
-    return {f"values:{name}": sorted(found - {None}) for name, found in values.items()}
-
-
-def table_profile(write: TableWrite, lake: Lake, sensor_type: str) -> dict[str, Any]:
-    """The profile the checks read of the written file `write`."""
-    return {
-        **footer_stats(write),
-        **distinct_strings(write, lake),
-        **sequence_stats(write, lake, sensor_type),
-    }
 
 
 def _strings(write: TableWrite) -> set[str]:
