@@ -9,6 +9,7 @@ import orjson
 
 from smartcity.lake import Lake
 from smartcity.layout import check_failures_key
+from smartcity.registry import load_registry
 from smartcity.settings import SENSOR_TYPES, load_settings
 from smartcity_dagster import alerts, builds
 from smartcity_dagster.alerts import Alert
@@ -33,9 +34,10 @@ FAILED_RUN_STATUSES = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED
 )
 def stream_progress_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     settings = load_settings()
+    lake = Lake.from_settings(settings)
     known = builds.load(orjson.loads(context.cursor) if context.cursor else {})
-    topics = {settings.reading_topic(t) for t in SENSOR_TYPES}
-    complete = complete_dates(load_all_progress(Lake.from_settings(settings)), topics)
+    topics = {settings.reading_topic(t) for t in city_types(lake)}
+    complete = complete_dates(load_all_progress(lake), topics)
     outcomes = {
         day: _outcome(context.instance, day, build)
         for day, build in known.items()
@@ -64,6 +66,14 @@ def stream_progress_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
         for day, build in step.requests.items()
     ]
     return dg.SensorResult(run_requests=requests, cursor=orjson.dumps(builds.dump(after)).decode())
+
+
+def city_types(lake: Lake) -> list[str]:
+    """The sensor types the city's registry has: a type it lacks can bring no reading, so
+    its topic holds no date back (a city of traffic counters alone is built); every type
+    while no registry is in force."""
+    counts = load_registry(lake).counts()
+    return [t for t in SENSOR_TYPES if counts.get(t)] or list(SENSOR_TYPES)
 
 
 def _outcome(instance: dg.DagsterInstance, day: str, build: builds.Build) -> builds.Outcome:

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import dagster as dg
 import orjson
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulator.registry import build_registry
 from smartcity.lake import Lake
+from smartcity.registry import import_registry
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_dagster import alerts, builds
 from smartcity_dagster.builds import Build, Outcome, State
@@ -148,6 +151,18 @@ def test_a_failed_run_is_retried_then_alerted_once(
     assert [r.tags["smartcity/attempt"] for r in changed.run_requests] == ["1"], (
         "new content starts again"
     )
+
+
+def test_a_type_the_city_lacks_holds_nothing_back(lake: Lake, instance: dg.DagsterInstance) -> None:
+    """Traffic counters only: their date is built; the registry's types decide the topics."""
+    city = build_registry().table()
+    import_registry(lake, city.filter(pc.equal(city.column("sensor_type"), "traffic")))
+    save_progress(
+        lake, manifest("traffic", "2026-11-28T00:05:00+00:00", day_files("2026-11-27", "p0"))
+    )
+    assert [r.partition_key for r in evaluate(instance, None).run_requests] == ["2026-11-27"]
+    import_registry(lake, city)  # energy and weather sensors join: wait for their progress
+    assert evaluate(instance, None).run_requests == []
 
 
 def test_a_type_without_progress_holds_the_date_back() -> None:
