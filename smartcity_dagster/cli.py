@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from datetime import UTC, date, datetime, timedelta
-from importlib import resources
-from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from smartcity.cli_support import UserError, friendly_errors, settings_or_exit
-from smartcity.settings import Settings
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
-
-def dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, or `<runtime>/dagster` made from the packaged `dagster.yaml`."""
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"])
-    home = settings.runtime_dir / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    source = resources.files("smartcity_dagster").joinpath("dagster.yaml")
-    with resources.as_file(source) as path:
-        shutil.copyfile(path, home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+from smartcity_dagster.home import dagster_home
+from smartcity_dagster.tags import RANGE_END, RANGE_START
 
 
 def yesterday_utc(now: datetime | None = None) -> str:
@@ -64,6 +45,8 @@ def materialize(
         one = yesterday_utc()
     settings = settings_or_exit()
     dagster_home(settings)
+    # Here, not at the top: every `smartcity` command imports this module, and Dagster with
+    # the definitions (assets, Spark's configuration) takes seconds to import.
     import dagster as dg
 
     from smartcity_dagster.runs import materialize_daily
@@ -75,7 +58,8 @@ def materialize(
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             mark = "[green]pass[/]" if data.passed else f"[red]FAIL[/] ({data.severity.value})"
-            console.print(f"  check {data.asset_key.to_user_string()}.{data.check_name}: {mark}")
+            check = f"{data.asset_key.to_user_string()}.{data.check_name}"
+            console.print(f"  {data.partition or ''}  check {check}: {mark}")
     what = one or f"{first}..{last}"
     if not result.success:
         raise UserError(f"materializing {what} failed (run {result.run_id}); see the Dagster UI")

@@ -7,6 +7,9 @@ from typing import Any
 
 import dagster as dg
 
+from smartcity_dagster.assets.quality import sensor_registry
+from smartcity_dagster.definitions import defs
+
 
 def materialize_daily(
     instance: dg.DagsterInstance, partition_key: str | None, **run: Any
@@ -14,9 +17,6 @@ def materialize_daily(
     """The sensor registry first (unpartitioned: the clean steps join it), then the daily
     pipeline job for `partition_key`; `run` goes to `execute_in_process` (tags,
     raise_on_error)."""
-    from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.definitions import defs
-
     dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
     job = defs.resolve_job_def("daily_pipeline")
     return job.execute_in_process(partition_key=partition_key, instance=instance, **run)

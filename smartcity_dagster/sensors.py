@@ -13,14 +13,17 @@ from smartcity.registry import load_registry
 from smartcity.settings import SENSOR_TYPES, load_settings
 from smartcity_dagster import alerts, builds
 from smartcity_dagster.alerts import Alert
-from smartcity_dagster.cli import RANGE_END, RANGE_START
 from smartcity_dagster.jobs import daily_pipeline
 from smartcity_dagster.progress import complete_dates
+from smartcity_dagster.tags import (
+    ATTEMPT_TAG,
+    FINGERPRINT_TAG,
+    PARTITION_TAG,
+    RANGE_END,
+    RANGE_START,
+)
 from smartcity_stream.progress import load_all_progress
 
-PARTITION_TAG = "dagster/partition"
-FINGERPRINT_TAG = "smartcity/fingerprint"
-ATTEMPT_TAG = "smartcity/attempt"
 FAILED_RUN_STATUSES = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 

@@ -17,6 +17,12 @@ import pytest
 from smartcity.settings import Settings
 from tests.stream_support import worker_env
 
+MATERIALIZE = [
+    str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dagster"),
+    *("asset", "materialize", "-m", "smartcity_dagster.definitions"),
+]
+"""Dagster's own command to materialize assets of the project's definitions."""
+
 
 @contextmanager
 def smartcity_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[None]:
@@ -55,26 +61,28 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def screenshot_asset_graph(base_url: str, target: Path) -> None:
-    """The global asset lineage with every group expanded, in Debian's headless Chromium."""
+    """The global asset lineage with every group expanded (the UI's own shortcut, Alt+E)
+    and zoomed out one step so that the whole graph fits, in Debian's headless Chromium."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
-        page = browser.new_page(viewport={"width": 1800, "height": 1000})
+        page = browser.new_page(viewport={"width": 1800, "height": 1250})
         page.goto(f"{base_url}/asset-groups", wait_until="networkidle")
         with contextlib.suppress(PlaywrightTimeout):  # a greeting dialog for new visitors
             page.get_by_role("button", name="Skip").click(timeout=5000)
-        for _ in range(6):
-            collapsed = [
-                group
-                for group in page.locator("svg foreignObject.group").all()
-                if float(group.get_attribute("height") or 0) < 120
-            ]
-            if not collapsed:
-                break
-            collapsed[0].dblclick(force=True)
-            page.wait_for_timeout(1200)
+        groups = page.locator("svg foreignObject.group")
+        groups.first.wait_for()
+        page.keyboard.press("Alt+KeyE")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('svg foreignObject.group')]"
+            ".every(g => parseFloat(g.getAttribute('height')) > 120)"
+        )
+        page.mouse.move(600, 650)  # empty canvas left of the graph: no hover, no tooltip
+        page.keyboard.down("Control")
+        page.mouse.wheel(0, 70)
+        page.keyboard.up("Control")
         page.wait_for_timeout(2500)
         target.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections import Counter
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,15 +13,18 @@ from typing import ClassVar
 import dagster as dg
 import duckdb
 import orjson
+import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from smartcity.lake import Lake
-from smartcity.layout import landing_dir, quality_key, table_partition_key
+from smartcity.layout import LANDING, landing_dir, quality_key, table_partition_key
 from smartcity.registry import load_registry, published_registry
 from smartcity.settings import SENSOR_TYPES
-from tests.dagster_support import dagster_home, materialize_day, smartcity_env
+from smartcity_dagster.spark import spark_url
+from smartcity_dagster.transforms.anomalies import detect_batch
+from smartcity_stream.rules import RuleConfig
+from tests.dagster_support import dagster_home, materialize_day, smartcity_env, spark_session
 
 pytestmark = pytest.mark.integration
 
@@ -133,18 +137,98 @@ def test_district_slices_equal_an_independent_computation(built) -> None:
         assert p80 <= row["p85_speed_kmh"] <= p90
 
 
-def test_quality_and_anomalies_are_in_the_lake(built) -> None:
+def test_quality_is_in_the_lake(built) -> None:
     settings, _, result = built
     lake = Lake.from_settings(settings)
     record = orjson.loads(lake.read_bytes(quality_key("clean_traffic", DAY)))
     checks = {c["name"]: c for c in record["checks"]}
     assert checks["contract_schema"]["passed"] and checks["contract_schema"]["blocking"]
     assert checks["no_loss"]["passed"]
-    summary = pq.read_table(
-        lake.path(table_partition_key("anomaly_summary", DAY)), filesystem=lake.filesystem
-    )
-    assert summary.num_rows > 0
     assert {"anomaly_summary", "daily_energy_aggregates", "raw_weather"} <= _materialized(result)
+
+
+def _in_utc(frame: pd.DataFrame) -> pd.DataFrame:
+    """Event times as UTC instants, whichever reader made the frame (Spark's are naive UTC)."""
+    return frame.assign(event_time=pd.to_datetime(frame["event_time"], utc=True))
+
+
+def _stream_anomalies(lake: Lake) -> pd.DataFrame:
+    """Every anomaly the stream worker landed for the day (one folder per hour)."""
+    folder = lake.path(f"{LANDING}/anomalies/date={DAY}")
+    query = f"SELECT * FROM read_parquet('{folder}/*/*.parquet', hive_partitioning=false)"
+    return _in_utc(duckdb.connect().sql(query).df())
+
+
+def _batch_anomalies(lake: Lake) -> pd.DataFrame:
+    """Every anomaly the stream's rules find when re-run over the day's clean tables."""
+    spark, sensors = spark_session(), published_registry(lake).sensors()
+    found = [
+        detect_batch(
+            spark.read.parquet(spark_url(lake, table_partition_key(f"clean_{t}", DAY))),
+            sensors,
+            RuleConfig(),
+        ).toPandas()
+        for t in SENSOR_TYPES
+    ]
+    return _in_utc(pd.concat(found, ignore_index=True))
+
+
+def _within(frame: pd.DataFrame, sensor: str, kind: str, when: pd.Timestamp) -> pd.DataFrame:
+    gap = pd.Timedelta(RuleConfig().episode_gap_s, "s")
+    same = frame[(frame["sensor_id"] == sensor) & (frame["kind"] == kind)]
+    return same[(same["event_time"] - when).abs() <= gap]
+
+
+def test_anomaly_events_reconcile_the_stream_with_the_batch(built) -> None:
+    """Each stream anomaly appears once, as `both` when the batch rules found the same kind
+    on the sensor within the episode gap (each batch anomaly matching one stream anomaly at
+    most), and each batch anomaly not so matched appears once as `batch`."""
+    settings, _, _ = built
+    lake = Lake.from_settings(settings)
+    stream, batch = _stream_anomalies(lake), _batch_anomalies(lake)
+    events = _in_utc(lake.read_parquet(table_partition_key("anomaly_events", DAY)).to_pandas())
+    by_source = events["source"].value_counts().to_dict()
+    assert set(by_source) == {"stream", "batch", "both"}, by_source
+
+    seen_by_stream = events[events["source"].isin(["stream", "both"])]
+    assert Counter(seen_by_stream["anomaly_id"]) == Counter(stream["anomaly_id"])
+    batch_only = events[events["source"] == "batch"]
+    assert Counter(batch_only["anomaly_id"]) <= Counter(batch["anomaly_id"])
+    for row in events.itertuples():
+        near = _within(batch, row.sensor_id, row.kind, row.event_time)
+        if row.source == "both":
+            assert not near.empty, f"{row.anomaly_id} has no batch anomaly to match"
+        if row.source == "stream":
+            unmatched = _within(batch_only, row.sensor_id, row.kind, row.event_time)
+            assert unmatched.empty, f"{row.anomaly_id} was left beside a batch anomaly"
+    matched = events[events["source"] == "both"].groupby(["kind", "sensor_id"]).size()
+    left = batch_only.groupby(["kind", "sensor_id"]).size()
+    found = batch.groupby(["kind", "sensor_id"]).size()
+    assert matched.add(left, fill_value=0).astype(int).to_dict() == found.to_dict()
+
+    registry = published_registry(lake).sensors()
+    assert (events["district"] == events["sensor_id"].map(lambda s: registry[s]["district"])).all()
+
+
+def test_anomaly_summary_counts_each_source(built) -> None:
+    """Per kind and sensor, what the stream landed and what the batch rules find, counted
+    here from the two sets themselves."""
+    settings, _, _ = built
+    lake = Lake.from_settings(settings)
+    expected = (
+        pd.DataFrame(
+            {
+                "stream_count": _stream_anomalies(lake).groupby(["kind", "sensor_id"]).size(),
+                "batch_count": _batch_anomalies(lake).groupby(["kind", "sensor_id"]).size(),
+            }
+        )
+        .fillna(0)
+        .astype(int)
+    )
+    summary = lake.read_parquet(table_partition_key("anomaly_summary", DAY)).to_pandas()
+    counted = summary.set_index(["kind", "sensor_id"])[["stream_count", "batch_count"]]
+    assert len(expected) > 0
+    assert counted.astype(int).to_dict("index") == expected.to_dict("index")
 
 
 def test_clean_records_the_registry_version_it_joined(built) -> None:

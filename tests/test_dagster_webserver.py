@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,14 +15,16 @@ from smartcity.demo import dagster_webserver_command
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
 from smartcity.services.processes import free_port, stop_sessions
-from tests.dagster_support import dagster_home, screenshot_asset_graph
-from tests.stream_support import worker_env
+from smartcity.settings import Settings
+from smartcity.topics import create_topics
+from tests.dagster_support import MATERIALIZE, dagster_home, screenshot_asset_graph
+from tests.stream_support import produce_simulation, start_worker, worker_env
+from tests.test_dagster_publish import CHECK_STATUSES
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
-DATES = ["2026-11-26", "2026-11-27"]
 DOCS_SCREENSHOT = REPO / "docs" / "img" / "dagster-asset-graph.png"
 """Replaced only with `make docs-images` (SMARTCITY_REFRESH_DOCS_IMAGES=1): a test run
 otherwise leaves the working tree as it found it."""
@@ -36,13 +39,57 @@ ASSET_GRAPH = """{ assetNodes { assetKey { path } dependencyKeys { path } isPart
 LAUNCH = """mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+IN_FLIGHT = """{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
+  ... on Runs { results { runId } } } }"""
 STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status } ... on PythonError { message } } }"""
 
 
-def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
-    settings, _ = two_day_landing
-    env = {**worker_env(settings), "DAGSTER_HOME": str(dagster_home(tmp_path / "dagster"))}
+READING_EVERY_MS = 300_000
+FAULTS = "duplicate=0.01,malformed=0.005,out_of_range=0.005,late=0.005"
+
+
+def land_two_full_days(live_settings: Settings, lake_dir: Path) -> tuple[Settings, list[str]]:
+    """The two dates before today (UTC), landed by the real worker with faults, a reading
+    every five minutes from the first date's last hour to the second date's end: each date
+    has readings in its last hour, as a finished day has (the `freshness` check). Dates
+    near the clock, so that partitions starting at the first (the UI's) are mostly built."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first, second = today - timedelta(days=2), today - timedelta(days=1)
+    start = first + timedelta(hours=23)
+    settings = live_settings.model_copy(
+        update={"topic_prefix": f"{live_settings.topic_prefix}web.", "lake_uri": lake_dir.as_uri()}
+    )
+    create_topics(settings)
+    produce_simulation(
+        settings,
+        steps=(today - start) // timedelta(milliseconds=READING_EVERY_MS),
+        interval_ms=READING_EVERY_MS,
+        start_ms=int(start.timestamp() * 1000),
+        faults=FAULTS,
+    )
+    worker = start_worker(settings, "--until-idle", "5")
+    _, stderr = worker.communicate(timeout=600)
+    assert worker.returncode == 0, stderr.decode()[-2000:]
+    return settings, [first.date().isoformat(), second.date().isoformat()]
+
+
+def test_graph_and_a_two_date_backfill(live_settings: Settings, tmp_path: Path) -> None:
+    settings, dates = land_two_full_days(live_settings, tmp_path / "lake")
+    env = {
+        **worker_env(settings),
+        "DAGSTER_HOME": str(dagster_home(tmp_path / "dagster")),
+        "SMARTCITY_PARTITIONS_START": dates[0],
+    }
+    registry = subprocess.run(
+        [*MATERIALIZE, "--select", "sensor_registry"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert registry.returncode == 0, registry.stderr[-3000:]
     port = free_port()
     started = [
         subprocess.Popen(
@@ -80,7 +127,7 @@ def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
         assert checks["contract_schema"] is True and checks["freshness"] is False
 
         params = {
-            "partitionNames": DATES,
+            "partitionNames": dates,
             "assetSelection": [{"path": [name]} for name in PARTITIONED],
         }
         launched = _graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
@@ -94,15 +141,28 @@ def test_graph_and_a_two_date_backfill(two_day_landing, tmp_path: Path) -> None:
 
         _wait_for(done, 900, "the backfill")
         lake = Lake.from_settings(settings)
-        for day in DATES:
+        for day in dates:
             for name in PARTITIONED:
                 assert lake.exists(table_partition_key(name, day)), (name, day)
+        _wait_for(lambda: not _graphql(url, IN_FLIGHT)["runsOrError"]["results"], 600, "runs")
+        statuses = _check_statuses(url)
+        passed = [{"startKey": dates[0], "endKey": dates[1], "status": "SUCCEEDED"}]
+        assert statuses and all(r == passed for r in statuses.values()), statuses
         refresh = os.environ.get("SMARTCITY_REFRESH_DOCS_IMAGES")
         screenshot = DOCS_SCREENSHOT if refresh else tmp_path / "asset-graph.png"
         screenshot_asset_graph(f"http://127.0.0.1:{port}", screenshot)
         assert screenshot.stat().st_size > 50_000
     finally:
         stop_sessions(started)
+
+
+def _check_statuses(url: str) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Each check's evaluations by date range and status, as the UI colours them."""
+    return {
+        (node["assetKey"]["path"][0], check["name"]): check["partitionStatuses"]["ranges"]
+        for node in _graphql(url, CHECK_STATUSES)["assetNodes"]
+        for check in node["assetChecksOrError"].get("checks", [])
+    }
 
 
 def _answers(url: str) -> bool:
