@@ -11,12 +11,22 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from pydantic import SecretStr
+from starlette.types import Scope
 
 from smartcity.settings import Settings
 from smartcity_api.errors import ApiError
 from smartcity_api.store import LakeReader
 
 API_KEY_HEADER = "X-API-Key"
+_KEY_NAME = API_KEY_HEADER.lower().encode()
+
+
+def api_key_of(scope: Scope) -> str | None:
+    """The request's `X-API-Key`: its first value when repeated, as Starlette's
+    `headers.get` reads it. Every key check and the response cache's key use this one
+    reading, so an answer is never filed under another key than the one that opened it."""
+    given = next((value for name, value in scope["headers"] if name == _KEY_NAME), None)
+    return None if given is None else given.decode("latin-1")
 
 
 async def get_reader(request: Request) -> LakeReader:
@@ -30,7 +40,7 @@ async def require_api_key(request: Request) -> None:
     costs FastAPI a resolution on every request. `declare_api_key` puts the scheme in the
     OpenAPI document.
     """
-    if not api_key_accepted(request.app.state.settings, request.headers.get(API_KEY_HEADER)):
+    if not api_key_accepted(request.app.state.settings, api_key_of(request.scope)):
         raise ApiError(401, f"{API_KEY_HEADER}: missing or wrong API key")
 
 
@@ -51,7 +61,7 @@ async def require_ingest_key(request: Request) -> None:
     anything else 401. With only the read key set, ingest stays shut (403) rather than
     falling open; with neither set (local development) it is open."""
     settings: Settings = request.app.state.settings
-    given = request.headers.get(API_KEY_HEADER)
+    given = api_key_of(request.scope)
     if settings.ingest_key is None:
         if settings.api_key is not None:
             raise ApiError(

@@ -8,11 +8,13 @@ per parameter; an unreachable store or broker is a 503 that says which.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from smartcity.kafka import BrokerUnreachable
 from smartcity.registry import RegistryUnavailable
@@ -54,29 +56,57 @@ async def _validation(_: Request, exc: Exception) -> Any:
     return json_response({"detail": "; ".join(_describe(e) for e in exc.errors())}, 422)
 
 
-async def _api_error(_: Request, exc: Exception) -> Any:
-    assert isinstance(exc, ApiError)
-    return json_response({"detail": exc.detail}, exc.status_code)
-
-
 async def _http(_: Request, exc: Exception) -> Any:
     assert isinstance(exc, HTTPException)
     return json_response({"detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
 
-async def _unavailable(_: Request, exc: Exception) -> Any:
+def _api_error(exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return json_response({"detail": exc.detail}, exc.status_code)
+
+
+def _unavailable(exc: Exception) -> Response:
     return json_response({"detail": f"a dependency is unavailable: {exc}"}, 503)
 
 
-async def _storage(_: Request, exc: Exception) -> Any:
+def _storage(exc: Exception) -> Response:
     log.warning("lake read failed: %s", exc)
     return json_response({"detail": f"the lake could not be read: {exc}"}, 503)
 
 
+DOMAIN: dict[type[Exception], Callable[[Exception], Response]] = {
+    ApiError: _api_error,
+    BrokerUnreachable: _unavailable,
+    RegistryUnavailable: _unavailable,
+    OSError: _storage,
+}
+"""The answers to what handlers raise, shared by FastAPI's exception handlers and by the
+lanes in front of FastAPI (`hot_routes`), so that both answer an error the same way."""
+
+
+def error_response(exc: Exception) -> Response | None:
+    """The answer to `exc`, looked up along its class's MRO as Starlette looks up its
+    handlers; None for an exception no handler takes (a bug: a 500)."""
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN:
+            return DOMAIN[kind](exc)
+    return None
+
+
+def _as_handler(
+    answer: Callable[[Exception], Response],
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A coroutine: Starlette runs a plain function handler in the threadpool."""
+
+    async def handle(_: Request, exc: Exception) -> Response:
+        return answer(exc)
+
+    return handle
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(BrokerUnreachable, _unavailable)
-    app.add_exception_handler(RegistryUnavailable, _unavailable)
-    app.add_exception_handler(OSError, _storage)
+    for kind, answer in DOMAIN.items():
+        app.add_exception_handler(kind, _as_handler(answer))

@@ -6,8 +6,11 @@ at a thousand requests a second that overhead alone is half a core. This layer t
 readings request only in the plain form clients send (the documented parameters, each at
 most once, timestamps in RFC 3339, the right API key), gives it the meaning FastAPI would,
 and answers with the route's own `readings_page`. Anything else (an unknown parameter, an
-unusual spelling, an error to report, such as an unknown sensor or a reversed range) goes
-on to FastAPI untouched, so every error still comes from FastAPI's handlers.
+unusual spelling, a reversed range, a bad cursor) goes on to FastAPI untouched. What
+`readings_page` raises (an unknown sensor, a lake that cannot be read) is answered here by
+the same `errors.error_response` FastAPI's exception handlers use, so the status and body
+are the route's: this layer sits outside Starlette's exception middleware, where an
+exception would otherwise become a plain-text 500.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smartcity.settings import Settings
-from smartcity_api.deps import API_KEY_HEADER, api_key_accepted
-from smartcity_api.errors import ApiError
+from smartcity_api.deps import api_key_accepted, api_key_of
+from smartcity_api.errors import ApiError, error_response
 from smartcity_api.metrics import ROUTE_TEMPLATE
 from smartcity_api.params import (
     DEFAULT_LIMIT,
@@ -41,7 +44,6 @@ SENSOR_ID = re.compile(SENSOR_ID_PATTERN)
 INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 COUNT = re.compile(r"[1-9]\d{0,4}")
 PARAMETERS = frozenset({"start", "end", "limit", "cursor"})
-KEY_HEADER = API_KEY_HEADER.lower().encode()
 
 
 @dataclass(frozen=True)
@@ -96,33 +98,34 @@ class HotRoutes:
         self.settings = settings
         self.reader = reader
 
-    def _accepted(self, scope: Scope) -> bool:
-        given = next((value for name, value in scope["headers"] if name == KEY_HEADER), None)
-        return api_key_accepted(self.settings, None if given is None else given.decode("latin-1"))
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            request = parse_readings(scope["path"], scope["query_string"])
-            if request is not None and self._accepted(scope):
-                try:
-                    body = await answer(lambda: self._page(request))
-                except ApiError:
-                    pass
-                else:
-                    scope[ROUTE_TEMPLATE] = READINGS_TEMPLATE
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-length", str(len(body)).encode()),
-                                (b"content-type", b"application/json"),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        request = parse_readings(scope["path"], scope["query_string"])
+        if request is None or not api_key_accepted(self.settings, api_key_of(scope)):
+            await self.app(scope, receive, send)
+            return
+        scope[ROUTE_TEMPLATE] = READINGS_TEMPLATE
+        try:
+            body = await answer(lambda: self._page(request))
+        except Exception as exc:
+            failure = error_response(exc)
+            if failure is None:
+                raise
+            await failure(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     def _page(self, request: ReadingsRequest) -> bytes:
         return readings_page(

@@ -1,22 +1,27 @@
 """Response models: the OpenAPI contract of every route.
 
 Row models are derived from the Arrow schemas the writers use (`landing_schema`,
-`REGISTRY_SCHEMA`, `ANOMALY_SCHEMA`), so a column added to the lake appears in the API's
-docs without a second copy of the schema. Handlers serialise rows with orjson directly
-(`responses.json_response`); these models document the shape, and the schemathesis test
-holds the responses to it.
+`REGISTRY_SCHEMA`, `ANOMALY_SCHEMA`; the aggregates' columns as docs/lake.md states them),
+so a column added to the lake appears in the API's docs without a second copy of the
+schema. They are strict: a row with a column they do not declare, or without one they
+do, breaks the contract, so the schemathesis test and the endpoint tests, run on tables the
+real assets built, fail when the writers drift. Handlers serialise rows with orjson
+directly (`responses.json_response`); these models document the shape, and the
+schemathesis test holds the responses to it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from smartcity.registry import REGISTRY_SCHEMA
+from smartcity.settings import SENSOR_TYPES
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
+from smartcity_stream.landing import landing_schema
 from smartcity_stream.live import latest_schema
 
 Status = Literal["ok", "degraded", "down"]
@@ -35,6 +40,12 @@ def _python_type(arrow_type: pa.DataType) -> Any:
     return str
 
 
+STRICT = ConfigDict(extra="forbid")
+"""Row models whose schema is ours refuse a column they do not declare and require every one
+they do: a column the writers add or drop fails the schemathesis test instead of reaching
+clients unannounced."""
+
+
 def arrow_model(
     name: str,
     schema: pa.Schema,
@@ -42,34 +53,47 @@ def arrow_model(
     doc: str,
     extra: dict[str, Any] | None = None,
 ) -> type[BaseModel]:
-    """A pydantic model with one field per column; only `required` columns are non-null."""
+    """A strict pydantic model with one field per column, every key present (rows are
+    rendered from whole tables); only `required` columns are non-null. `extra` adds fields
+    or overrides a column's."""
     fields: dict[str, Any] = {}
     for field in schema:
         python = _python_type(field.type)
-        fields[field.name] = (python, ...) if field.name in required else (python | None, None)
-    return create_model(name, __doc__=doc, **fields, **(extra or {}))  # type: ignore[call-overload]
+        fields[field.name] = (python if field.name in required else python | None, ...)
+    fields.update(extra or {})
+    return create_model(name, __doc__=doc, __config__=STRICT, **fields)  # type: ignore[call-overload]
 
 
-def reading_schema_without_kafka() -> pa.Schema:
-    """Every reading field of every type, without the Kafka coordinates."""
-    schema = latest_schema()
+def reading_schema_without_kafka(schema: pa.Schema) -> pa.Schema:
+    """`schema` without the Kafka coordinates, which clients never see."""
     return pa.schema([f for f in schema if f.name not in KAFKA_COLUMNS])
 
 
 _READING_KEYS = ("sensor_id", "sensor_type", "event_time", "seq")
 
-Reading = arrow_model(
-    "Reading",
-    reading_schema_without_kafka(),
-    _READING_KEYS,
-    "One reading; measures of other sensor types are absent or null.",
-)
+
+def _reading_model(sensor_type: str) -> type[BaseModel]:
+    return arrow_model(
+        f"{sensor_type.title()}Reading",
+        reading_schema_without_kafka(landing_schema(sensor_type)),
+        _READING_KEYS,
+        f"One {sensor_type} reading: the columns the stream worker lands, without Kafka's.",
+        {"sensor_type": (Literal[sensor_type], ...)},  # type: ignore[valid-type]
+    )
+
+
+Reading = Annotated[
+    Union[tuple(_reading_model(t) for t in SENSOR_TYPES)],  # type: ignore[misc]  # noqa: UP007
+    Field(discriminator="sensor_type"),
+]
+"""A reading of any type; its `sensor_type` says which columns it has."""
 LatestReading = arrow_model(
     "LatestReading",
-    reading_schema_without_kafka(),
+    reading_schema_without_kafka(latest_schema()),
     _READING_KEYS,
-    "The newest reading of a sensor in the live state, with its district.",
-    {"district": (str | None, None)},
+    "The newest reading of a sensor in the live state, with its district; measures of other "
+    "sensor types are null.",
+    {"district": (str | None, ...)},
 )
 Sensor = arrow_model(
     "Sensor",
@@ -83,11 +107,72 @@ Anomaly = arrow_model(
     ("anomaly_id", "sensor_id", "kind", "event_time"),
     "An anomaly, detected by the stream worker or the batch layer.",
     {
-        "values": (dict[str, Any] | None, None),
-        "district": (str | None, None),
+        "values": (dict[str, Any] | None, ...),
+        "district": (str | None, ...),
         "source": (Literal["stream", "batch", "both"], ...),
     },
 )
+
+_AGGREGATE_KEYS = pa.schema(
+    [
+        ("level", pa.string()),
+        ("sensor_id", pa.string()),
+        ("district", pa.string()),
+        ("granularity", pa.string()),
+        ("period_start", pa.timestamp("ms", "UTC")),
+        ("readings", pa.int64()),
+    ]
+)
+_STATS = ("min", "mean", "max")
+AGGREGATE_MEASURES: dict[str, pa.Schema] = {
+    "traffic": pa.schema(
+        [
+            ("vehicles", pa.int64()),
+            ("mean_speed_kmh", pa.float64()),
+            ("p85_speed_kmh", pa.float64()),
+            ("congestion_minutes", pa.float64()),
+        ]
+    ),
+    "weather": pa.schema(
+        [
+            *(
+                (f"{measure}_{stat}", pa.float64())
+                for measure in ("temperature_c", "humidity_pct", "pressure_hpa", "wind_speed_ms")
+                for stat in _STATS
+            ),
+            ("rain_mm", pa.float64()),
+        ]
+    ),
+    "energy": pa.schema(
+        [
+            ("kwh_consumed", pa.float64()),
+            ("peak_kw", pa.float64()),
+            ("peak_at", pa.timestamp("ms", "UTC")),
+            ("mean_kw", pa.float64()),
+            ("load_factor", pa.float64()),
+        ]
+    ),
+}
+"""The measures of each type's `daily_<type>_aggregates` table, as docs/lake.md states the
+table: the API's promise about those rows, which the real assets are tested against."""
+
+
+def _aggregate_model(sensor_type: str) -> type[BaseModel]:
+    schema = pa.schema([*_AGGREGATE_KEYS, *AGGREGATE_MEASURES[sensor_type]])
+    return arrow_model(
+        f"{sensor_type.title()}AggregateRow",
+        schema,
+        ("level", "granularity", "period_start"),
+        f"One row of `daily_{sensor_type}_aggregates`: a sensor's or a district's hour or day.",
+        {
+            "level": (Literal["sensor", "district"], ...),
+            "granularity": (Literal["hour", "day"], ...),
+        },
+    )
+
+
+AggregateRow = Union[tuple(_aggregate_model(t) for t in SENSOR_TYPES)]  # type: ignore[misc]  # noqa: UP007
+"""A row of one type's aggregates table (the request's `sensor_type` says which)."""
 
 
 class ErrorResponse(BaseModel):
@@ -148,19 +233,6 @@ class ReadingPage(BaseModel):
     next_cursor: str | None = Field(
         description="pass as `cursor` for the next page; null on the last page"
     )
-
-
-class AggregateRow(BaseModel):
-    """One row of a `daily_<type>_aggregates` table; measures depend on the sensor type."""
-
-    model_config = ConfigDict(extra="allow")
-
-    level: Literal["sensor", "district"]
-    sensor_id: str | None = None
-    district: str | None = None
-    granularity: Literal["hour", "day"]
-    period_start: datetime
-    readings: int | None = None
 
 
 class AggregateList(BaseModel):

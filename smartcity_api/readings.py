@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
+from typing import ClassVar
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from smartcity_api.catalog import clean_table
 from smartcity_api.errors import invalid
@@ -42,6 +45,7 @@ from smartcity_stream.landing import EVENT_TIME, landing_schema
 
 HOUR = timedelta(hours=1)
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 ORDER = ["event_time", "seq"]
 
 
@@ -269,14 +273,114 @@ class History:
         return Page(items, None)
 
     def count(self) -> int:
-        """Readings stored for the sensor over every date, without duplicates."""
+        """Readings stored for the sensor over every date, without duplicates: what the
+        hour blocks of every date would hold, summed, without building them. A built
+        date's clean rows come from its `CleanIndex`; only the landing beyond the
+        sensor's frontier is read (as a page of those hours would read it)."""
         days = set(self.reader.partitions(clean_table(self.sensor_type)))
         days |= set(self.reader.landing_dates(self.sensor_type))
-        return sum(
-            len(self.block(date.fromisoformat(day), hour).items)
-            for day in days
-            for hour in range(24)
+        return sum(self._count_day(date.fromisoformat(day)) for day in days)
+
+    def _count_day(self, day: date) -> int:
+        clean = self.reader.partition(clean_table(self.sensor_type), day)
+        span = self._clean_index(clean, day).spans.get(self.sensor_id) if clean else None
+        midnight_ms = _ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        count = span.count if span else 0
+        for hour in range(24):
+            if span and span.last_ms >= midnight_ms + (hour + 1) * HOUR_MS:
+                continue  # the clean rows reach past this hour: `_merge` reads no landing
+            files = self.reader.landing_files(self.sensor_type, day, range(hour, hour + 1))
+            if span:
+                files = tuple(f for f in files if self._highest_seq(f) > span.frontier)
+            seqs = [self._landed(f).rows(self.sensor_id).column("seq") for f in files]
+            if seqs:
+                landed = pa.chunked_array(seqs, pa.int64())
+                if span:
+                    landed = landed.filter(pc.greater(landed, span.frontier))
+                count += len(pc.unique(landed))
+        return count
+
+    def _highest_seq(self, file: StoredFile) -> float:
+        """The highest `seq` of a landing file from its footer's statistics (infinity when
+        a row group has none): a file wholly at or below a frontier is not read at all."""
+
+        def read() -> Footer:
+            with self.reader.lake.filesystem.open_input_file(file.path) as source:
+                metadata = pq.ParquetFile(source).metadata
+            column = metadata.schema.to_arrow_schema().get_field_index("seq")
+            highest = -math.inf
+            for group in range(metadata.num_row_groups):
+                stats = metadata.row_group(group).column(column).statistics
+                if stats is None or not stats.has_min_max:
+                    return Footer(math.inf)
+                highest = max(highest, stats.max)
+            return Footer(highest)
+
+        return self.reader.kept(("footer", file), read).highest_seq
+
+    def _clean_index(self, partition: Partition, day: date) -> CleanIndex:
+        return self.reader.kept(
+            ("clean index", partition, day),
+            lambda: CleanIndex.of(self.reader.scan(partition, INDEX_COLUMNS), day),
         )
+
+
+INDEX_COLUMNS = ["sensor_id", "seq", "event_time"]
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What the count needs of a landing file's footer."""
+
+    highest_seq: float
+    nbytes: ClassVar[int] = 64
+
+
+@dataclass(frozen=True)
+class SensorSpan:
+    """One sensor's rows in a clean partition: how many lie in the date's hours, the
+    highest `seq` (its frontier) and the latest event time (where the landing takes over)."""
+
+    count: int
+    frontier: int
+    last_ms: int
+
+
+@dataclass(frozen=True)
+class CleanIndex:
+    """Each sensor's `SensorSpan` in one clean partition: three columns read once per
+    partition version, shared by every sensor's record count."""
+
+    spans: dict[str, SensorSpan]
+
+    @property
+    def nbytes(self) -> int:
+        return 128 * len(self.spans) + 64
+
+    @classmethod
+    def of(cls, table: pa.Table, day: date) -> CleanIndex:
+        midnight_ms = _ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        times = table.column("event_time").cast(pa.timestamp("ms", "UTC")).cast(pa.int64())
+        in_day = pc.and_(pc.greater_equal(times, midnight_ms), pc.less(times, midnight_ms + DAY_MS))
+        columns = {
+            "sensor_id": table.column("sensor_id"),
+            "seq": table.column("seq"),
+            "time_ms": times,
+            "in_day": pc.cast(in_day, pa.int64()),
+        }
+        grouped = (
+            pa.table(columns)
+            .group_by("sensor_id", use_threads=False)
+            .aggregate([("in_day", "sum"), ("seq", "max"), ("time_ms", "max")])
+        )
+        rows = zip(
+            *(
+                grouped.column(name).to_pylist()
+                for name in ("sensor_id", "in_day_sum", "seq_max", "time_ms_max")
+            ),
+            strict=True,
+        )
+        return cls({sensor: SensorSpan(n, top, last) for sensor, n, top, last in rows})
 
 
 def _first_per_seq(table: pa.Table) -> pa.Table:

@@ -5,8 +5,9 @@ Dashboards poll the same few URLs (the latest readings of a type, a date's aggre
 last hour of a sensor) many times a second; FastAPI's per-request work costs more than the
 answer itself, which is already kept in memory (see `store`). An answer is reused for at
 most `ttl_s` (the live state's own cadence), only when it was a 200 in one body, and only
-for the same path, query string and API key, so nothing is served to a caller who could not
-have had it. CORS headers are added outside it, per request.
+for the same path, query string and API key (its first value, which is what auth reads),
+so nothing is served to a caller who could not have had it. CORS headers are added outside
+it, per request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from cachetools import TTLCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from smartcity_api.deps import api_key_of
 from smartcity_api.metrics import ROUTE_TEMPLATE, route_template
 
 CACHEABLE = re.compile(r"^/api/v1/(sensors/latest|sensors/[^/]+/readings|aggregates/daily)$")
@@ -38,7 +40,7 @@ class ResponseCache:
     ) -> None:
         self.app = app
         self.ttl_s = ttl_s
-        self.answers: TTLCache[tuple[str, bytes, bytes], Answer] = TTLCache(
+        self.answers: TTLCache[tuple[str, bytes, str | None], Answer] = TTLCache(
             MAX_BYTES, ttl_s, timer, getsizeof=lambda answer: len(answer.body) + 512
         )
 
@@ -51,8 +53,7 @@ class ResponseCache:
         ):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        key = (scope["path"], scope["query_string"], headers.get(b"x-api-key", b""))
+        key = (scope["path"], scope["query_string"], api_key_of(scope))
         answer = self.answers.get(key)
         if answer is not None:
             scope[ROUTE_TEMPLATE] = answer.route

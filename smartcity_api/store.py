@@ -240,7 +240,13 @@ class LakeReader:
         return dataset.to_table(columns=columns, filter=where)
 
     def registry(self) -> pa.Table:
-        return self.memo(self._registry, "table", lambda: load_registry(self.lake).table)
+        def read() -> pa.Table:
+            found = load_registry(self.lake)
+            if found.version == 0:
+                self.filesystem_info()  # "none imported" only of a lake that can be read
+            return found.table
+
+        return self.memo(self._registry, "table", read)
 
     def sensors(self) -> dict[str, dict[str, Any]]:
         """sensor_id -> its registry row."""
@@ -320,8 +326,11 @@ class LakeReader:
 
     def quality_assets(self) -> list[str]:
         assets = {f.key.split("/")[1] for f in self.files(QUALITY, ".json")}
-        return sorted(assets)
+        return sorted(a for a in assets if not a.startswith("_"))  # `_rejected`: not an asset
 
-    def filesystem_info(self) -> pafs.FileInfo:
-        """The root's info: raises if the store cannot be reached."""
-        return self.lake.filesystem.get_file_info(self.lake.root)
+    def filesystem_info(self) -> list[pafs.FileInfo]:
+        """The root's top level (a fresh lake has none): raises if the store cannot be
+        reached or the folder cannot be read. A listing, not the root's own info: a local
+        root that cannot be read (a link loop, say) reports only "not found" to a stat."""
+        selector = pafs.FileSelector(self.lake.root, allow_not_found=True, recursive=False)
+        return self.lake.filesystem.get_file_info(selector)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -15,11 +15,22 @@ from fastapi.testclient import TestClient
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
 from smartcity.registry import import_registry, load_registry
+from smartcity.settings import SENSOR_TYPES
 from smartcity_api.app import create_app
-from tests.api_support import DAY, SENSOR, ApiLake, expected_seqs, landing_table
+from smartcity_api.readings import History
+from tests.api_support import (
+    DAY,
+    INTERVAL_MS,
+    SENSOR,
+    START,
+    ApiLake,
+    expected_seqs,
+    landing_table,
+)
 
 pytestmark = pytest.mark.integration
 RANGE = {"start": "2026-11-27T00:00:00Z", "end": "2026-11-28T00:00:00Z"}
+FIRST_SEQ = int(START.timestamp() * 1000) // INTERVAL_MS
 
 
 def test_root_and_health(api_client: TestClient) -> None:
@@ -88,6 +99,41 @@ def test_sensor_detail(api_client: TestClient, api_lake: ApiLake) -> None:
     assert api_client.get("/api/v1/sensors/ENERGY_9999").status_code == 404
 
 
+def _scanned_counts(api_lake: ApiLake, sensor_type: str) -> dict[str, int]:
+    """Each sensor's readings counted from whole tables: its clean rows, plus the distinct
+    landed `seq`s above its frontier (the clean table's highest `seq` of the sensor)."""
+    clean = api_lake.lake.read_parquet(table_partition_key(f"clean_{sensor_type}", DAY))
+    frontiers = {
+        row["sensor_id"]: row["seq_max"]
+        for row in clean.group_by("sensor_id").aggregate([("seq", "max")]).to_pylist()
+    }
+    landed = landing_table(api_lake, sensor_type).select(["sensor_id", "seq"]).to_pylist()
+    beyond = {
+        (row["sensor_id"], row["seq"])
+        for row in landed
+        if row["seq"] > frontiers.get(row["sensor_id"], -1)
+    }
+    counts = Counter(clean.column("sensor_id").to_pylist())
+    return dict(counts + Counter(sensor for sensor, _ in beyond))
+
+
+def test_record_counts_equal_a_full_scan(api_client: TestClient, api_lake: ApiLake) -> None:
+    """The count comes from a per-partition index and the landing beyond each frontier; it
+    must be the number the hour blocks of the whole day hold, and a scan of whole tables."""
+    reader = api_client.app.state.reader
+    for sensor_type in SENSOR_TYPES:
+        scanned = _scanned_counts(api_lake, sensor_type)
+        ids = [s for s, row in reader.sensors().items() if row["sensor_type"] == sensor_type]
+        assert ids and set(scanned) == set(ids)
+        for sensor_id in ids:
+            body = api_client.get(f"/api/v1/sensors/{sensor_id}").json()
+            assert body["record_count"] == scanned[sensor_id], sensor_id
+            assert body["record_count"] == len(expected_seqs(api_lake, sensor_id)), sensor_id
+        history = History(reader, sensor_type, ids[0])
+        blocks = sum(len(history.block(DAY, hour).items) for hour in range(24))
+        assert history.count() == blocks == scanned[ids[0]]
+
+
 def test_sensor_latest(api_client: TestClient) -> None:
     detail = api_client.get(f"/api/v1/sensors/{SENSOR}").json()
     latest = api_client.get(f"/api/v1/sensors/{SENSOR}/latest")
@@ -98,12 +144,11 @@ def test_sensor_latest(api_client: TestClient) -> None:
     assert "ENERGY_9999" in unknown.json()["detail"]
 
 
-def test_daily_aggregates(api_client: TestClient) -> None:
+def test_daily_aggregates(api_client: TestClient, api_lake: ApiLake) -> None:
     url = "/api/v1/aggregates/daily"
     day = api_client.get(url, params={"date": DAY.isoformat(), "sensor_type": "traffic"}).json()
     assert day["table"] == "daily_traffic_aggregates" and day["granularity"] == "day"
     assert {row["level"] for row in day["items"]} == {"sensor", "district"}
-    assert all(row["p85_speed_kmh"] is None for row in day["items"])  # NaN in the file
     one = api_client.get(
         url,
         params={
@@ -114,7 +159,8 @@ def test_daily_aggregates(api_client: TestClient) -> None:
         },
     ).json()
     assert [row["sensor_id"] for row in one["items"]] == [SENSOR]
-    assert one["items"][0]["readings"] == 359  # hour 00 minus the rejected reading
+    hour_00 = {seq for seq in expected_seqs(api_lake, SENSOR) if seq < FIRST_SEQ + 360}
+    assert one["items"][0]["readings"] == len(hour_00) == 360  # only hour 00 was built
     district = one["items"][0]["district"]
     local = api_client.get(
         url, params={"date": DAY.isoformat(), "sensor_type": "traffic", "district": district}
@@ -122,7 +168,7 @@ def test_daily_aggregates(api_client: TestClient) -> None:
     assert {row["district"] for row in local["items"]} == {district}
     for params, status, name in [
         ({"date": "2026-11-28", "sensor_type": "traffic"}, 404, "date"),
-        ({"date": DAY.isoformat(), "sensor_type": "weather"}, 404, "date"),
+        ({"date": "2026-11-26", "sensor_type": "weather"}, 404, "date"),
         ({"date": "2026-13-01", "sensor_type": "traffic"}, 422, "date"),
         ({"sensor_type": "traffic"}, 422, "date"),
         ({"date": DAY.isoformat(), "sensor_type": "bikes"}, 422, "sensor_type"),
@@ -147,9 +193,15 @@ def test_anomalies_by_source(api_client: TestClient, api_lake: ApiLake) -> None:
     every = api_client.get(url, params=RANGE).json()["items"]
     stream = api_client.get(url, params=RANGE | {"source": "stream"}).json()["items"]
     batch = api_client.get(url, params=RANGE | {"source": "batch"}).json()["items"]
-    assert {a["source"] for a in batch} == {"both", "batch"}
-    assert "batch-only-0001" in {a["anomaly_id"] for a in batch}
-    assert {a["source"] for a in stream} == {"both", "stream"}  # hour 01 is only landed
+    events = api_lake.lake.read_parquet(table_partition_key("anomaly_events", DAY)).to_pylist()
+    by_batch = {e["anomaly_id"] for e in events if e["source"] in ("batch", "both")}
+    assert by_batch and {a["anomaly_id"] for a in batch} == by_batch
+    assert {a["source"] for a in stream} == {"both", "stream"}
+    landed_later = {a["anomaly_id"] for a in stream} - {e["anomaly_id"] for e in events}
+    assert landed_later, "hour 01 is only landed: its stream anomalies come from the landing"
+    assert all(
+        a["event_time"] >= "2026-11-27T01:" for a in stream if a["anomaly_id"] in landed_later
+    )
     assert len(every) == len(stream) + sum(a["source"] == "batch" for a in batch)
     assert len({a["anomaly_id"] for a in every}) == len(every)
     assert every == sorted(every, key=lambda a: (a["event_time"], a["anomaly_id"]))
@@ -177,9 +229,12 @@ def test_anomalies_by_source(api_client: TestClient, api_lake: ApiLake) -> None:
 
 def test_quality(api_client: TestClient) -> None:
     body = api_client.get("/api/v1/quality").json()
-    assert {r["asset"] for r in body["items"]} == {"clean_traffic", "daily_traffic_aggregates"}
-    failed = api_client.get("/api/v1/quality", params={"asset": "daily_traffic_aggregates"})
-    assert [c["passed"] for c in failed.json()["items"][0]["checks"]] == [False]
+    built = {f"{layer}_{t}" for layer in ("raw", "clean") for t in SENSOR_TYPES}
+    assert {r["asset"] for r in body["items"]} == built
+    clean = api_client.get("/api/v1/quality", params={"asset": "clean_traffic"}).json()["items"]
+    checks = {c["name"]: c for c in clean[0]["checks"]}
+    assert checks["no_loss"]["passed"] and checks["no_loss"]["blocking"]
+    assert not checks["freshness"]["passed"], "the date was built an hour into the day"
     other_day = api_client.get("/api/v1/quality", params={"date": "2026-11-26"}).json()
     assert other_day["count"] == 0
     unknown = api_client.get("/api/v1/quality", params={"asset": "nope"})
@@ -222,13 +277,16 @@ def test_export_parquet_and_csv(api_client: TestClient, api_lake: ApiLake) -> No
     assert pc.sum(table.column("seq")).as_py() == pc.sum(clean.column("seq")).as_py()
     for path, params, status, name in [
         ("/api/v1/export/raw_secrets", {"date": DAY.isoformat()}, 404, "table"),
-        ("/api/v1/export/clean_weather", {"date": DAY.isoformat()}, 404, "date"),
+        ("/api/v1/export/raw_secrets", {}, 404, "table"),
+        ("/api/v1/export/clean_weather", {"date": "2026-11-26"}, 404, "date"),
         (url, {"date": DAY.isoformat(), "format": "xlsx"}, 422, "format"),
         (url, {}, 422, "date"),
     ]:
         response = api_client.get(path, params=params)
         assert response.status_code == status, response.text
         assert response.json()["detail"].startswith(name)
+    unknown = api_client.get("/api/v1/export/raw_secrets").json()["detail"]
+    assert all(table in unknown for table in ("clean_traffic", "daily_energy_aggregates"))
 
 
 def test_metrics_count_requests_by_route_template(api_client: TestClient) -> None:

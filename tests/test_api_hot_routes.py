@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
@@ -15,9 +17,10 @@ from starlette.types import Receive, Scope, Send
 from smartcity_api.app import create_app
 from smartcity_api.hot_routes import INSTANT, HotRoutes, parse_readings
 from smartcity_api.readings import Position
-from tests.api_support import SENSOR, START, ApiLake, asgi_get
+from tests.api_support import CLOSED_PORT, SENSOR, START, ApiLake, asgi_get, unreadable
 
 PATH = f"/api/v1/sensors/{SENSOR}/readings"
+TEMPLATE = "/api/v1/sensors/{sensor_id}/readings"
 END = START + timedelta(hours=2)
 PLAIN = {"start": START.isoformat(), "end": END.isoformat()}
 
@@ -101,13 +104,37 @@ def test_the_lane_answers_as_fastapi_does(api_lake: ApiLake, api_client: TestCli
     for _ in range(3):
         params = PLAIN | {"limit": 70} | ({"cursor": cursor} if cursor else {})
         status, body, route = call(lane, query(**params))
-        assert (status, behind.calls, route) == (200, 0, PATH.replace(SENSOR, "{sensor_id}"))
+        assert (status, behind.calls, route) == (200, 0, TEMPLATE)
         through_fastapi = api_client.get(PATH, params=params | {"unused": "1"})
         assert through_fastapi.content == body
         cursor = through_fastapi.json()["next_cursor"]
     unknown = PATH.replace(SENSOR, "TRAFFIC_9999")
-    assert call(lane, query(**PLAIN), path=unknown)[0] == 299, "FastAPI's 404 to give"
-    assert behind.calls == 1
+    status, body, route = call(lane, query(**PLAIN), path=unknown)
+    through_fastapi = api_client.get(unknown, params=PLAIN | {"unused": "1"})
+    assert (status, route) == (404, TEMPLATE) and through_fastapi.status_code == 404
+    assert orjson.loads(body) == through_fastapi.json()
+    assert behind.calls == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("lake", ["closed port", "unreadable folder"])
+def test_with_the_lake_down_the_lane_answers_as_the_route(
+    api_lake: ApiLake, tmp_path: Path, lake: str
+) -> None:
+    """The lane sits outside Starlette's exception middleware: an OSError there would be a
+    plain-text 500. It must be the route's 503 and JSON detail."""
+    if lake == "closed port":
+        broken = api_lake.settings.model_copy(update={"s3_endpoint": CLOSED_PORT})
+    else:
+        broken = api_lake.settings.model_copy(update={"lake_uri": unreadable(tmp_path).as_uri()})
+    app = create_app(broken)
+    status, body, route = asgi_get(app, PATH, query(**PLAIN))
+    with TestClient(app) as client:
+        through_fastapi = client.get(PATH, params=PLAIN | {"unused": "1"})
+    assert (status, route) == (503, TEMPLATE)
+    assert through_fastapi.status_code == 503
+    assert orjson.loads(body) == through_fastapi.json()
+    assert through_fastapi.json()["detail"].startswith("the lake could not be read")
 
 
 @pytest.mark.integration
@@ -120,3 +147,6 @@ def test_without_the_key_the_lane_steps_aside(api_lake: ApiLake) -> None:
     assert behind.calls == 2
     assert call(lane, query(**PLAIN), key=b"s3cret")[0] == 200
     assert behind.calls == 2
+    repeated = [(b"x-api-key", b"wrong")]
+    assert asgi_get(lane, PATH, query(**PLAIN), b"s3cret", repeated)[0] == 200, "the first"
+    assert asgi_get(lane, PATH, query(**PLAIN), b"wrong", [(b"x-api-key", b"s3cret")])[0] == 299

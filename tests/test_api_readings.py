@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pytest
 from fastapi.testclient import TestClient
 
+from smartcity.lake import Lake
+from smartcity.layout import table_partition_key
 from smartcity_api.app import create_app
-from tests.api_support import SENSOR, START, ApiLake, expected_seqs, landing_table
+from tests.api_support import DAY, SENSOR, START, ApiLake, expected_seqs, landing_table
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +46,44 @@ def test_partly_built_day_is_clean_then_landing_without_gaps_or_repeats(
     seqs = [item["seq"] for item in items]
     assert len(seqs) == len(set(seqs)), "a reading was served twice"
     assert set(seqs) == expected_seqs(api_lake, SENSOR)
-    assert api_lake.rejected_seq not in seqs  # hour 00 comes from the clean table
     assert max(item["event_time"] for item in items) >= "2026-11-27T01:"  # landing beyond
     keys = [(item["event_time"], item["seq"]) for item in items]
     assert keys == sorted(keys)
     assert all(len(page) == 97 for page in pages[:-1])
     assert items[0]["vehicle_count"] is not None and "kafka_offset" not in items[0]
+
+
+def test_hour_00_comes_from_the_clean_table(
+    api_client: TestClient, api_lake: ApiLake, tmp_path: Path
+) -> None:
+    """A reading the batch layer kept out of the clean table is not served, though the
+    landing holds it. On a copy of the lake whose clean partition lacks one reading of
+    hour 00 (as a rejected row would be missing)."""
+    settings = api_lake.settings.model_copy(update={"lake_uri": tmp_path.as_uri()})
+    copy = Lake.from_settings(settings)
+    pafs.copy_files(
+        api_lake.lake.root,
+        copy.root,
+        source_filesystem=api_lake.lake.filesystem,
+        destination_filesystem=copy.filesystem,
+    )
+    key = table_partition_key("clean_traffic", DAY)
+    clean = copy.read_parquet(key)
+    ours = pc.equal(clean.column("sensor_id"), SENSOR)
+    left_out = clean.filter(ours).column("seq")[100].as_py()
+    copy.write_parquet(
+        key, clean.filter(pc.invert(pc.and_(ours, pc.equal(clean.column("seq"), left_out))))
+    )
+    params = {"start": START.isoformat(), "end": END, "limit": 10_000}
+    with TestClient(create_app(settings)) as client:
+        served = {
+            item["seq"] for item in client.get(URL.format(SENSOR), params=params).json()["items"]
+        }
+        count = client.get(f"/api/v1/sensors/{SENSOR}").json()["record_count"]
+    assert served == expected_seqs(api_lake, SENSOR) - {left_out}
+    assert count == len(served)
+    full = api_client.get(URL.format(SENSOR), params=params).json()["items"]
+    assert left_out in {item["seq"] for item in full}
 
 
 def test_landing_duplicates_are_served_once(api_client: TestClient, api_lake: ApiLake) -> None:

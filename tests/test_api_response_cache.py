@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import SecretStr
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from smartcity_api.app import create_app
 from smartcity_api.response_cache import ResponseCache
-from tests.api_support import asgi_get
+from tests.api_support import SENSOR, ApiLake, asgi_get
 
 LATEST = "/api/v1/sensors/latest"
 READINGS = "/api/v1/sensors/{sensor_id}/readings"
@@ -60,3 +63,31 @@ def test_a_reused_answer_keeps_its_route_for_the_metrics() -> None:
     first = get(app, "/api/v1/sensors/TRAFFIC_0001/readings")
     again = get(app, "/api/v1/sensors/TRAFFIC_0001/readings")
     assert first == again == (b"call 1", READINGS)
+
+
+def test_a_repeated_key_header_is_read_by_its_first_value() -> None:
+    app = ResponseCache(Counting(), ttl_s=60)
+    assert get(app, LATEST, key=b"a")[0] == b"call 1"
+    assert asgi_get(app, LATEST, b"", b"a", [(b"x-api-key", b"b")])[1] == b"call 1"
+    assert asgi_get(app, LATEST, b"", b"b", [(b"x-api-key", b"a")])[1] == b"call 2"
+
+
+@pytest.mark.integration
+def test_an_answer_is_never_served_to_another_key(api_lake: ApiLake) -> None:
+    """Auth and the cache read the same (first) value of a repeated `X-API-Key`: an answer
+    opened by the key is not filed under a guess sent beside it."""
+    settings = api_lake.settings.model_copy(
+        update={"api_key": SecretStr("s3cret"), "api_response_cache_s": 60.0}
+    )
+    app = create_app(settings)
+    for path, query in [
+        (LATEST, b""),
+        (
+            f"/api/v1/sensors/{SENSOR}/readings",
+            b"start=2026-11-27T00:00:00Z&end=2026-11-27T00:10:00Z",
+        ),
+    ]:
+        assert asgi_get(app, path, query, b"s3cret", [(b"x-api-key", b"guess")])[0] == 200
+        assert asgi_get(app, path, query, b"guess")[0] == 401
+        assert asgi_get(app, path, query, b"guess", [(b"x-api-key", b"s3cret")])[0] == 401
+        assert asgi_get(app, path, query, b"s3cret")[0] == 200

@@ -8,6 +8,10 @@ the operation's Hypothesis strategy itself.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +20,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from smartcity.settings import Settings
 from smartcity_api.app import create_app
-from tests.api_support import ApiLake
+from tests.api_support import CLOSED_PORT, ApiLake, unreadable
 
 pytestmark = pytest.mark.integration
 EXAMPLES = 30
@@ -38,12 +42,7 @@ def api_schema(api_lake: ApiLake) -> schemathesis.schemas.BaseSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(api_lake.settings))
 
 
-@pytest.mark.parametrize(("method", "path"), _operations())
-def test_no_server_error_and_responses_match_the_schema(
-    api_schema: schemathesis.schemas.BaseSchema, method: str, path: str
-) -> None:
-    operation = api_schema[path][method]
-
+def _run(operation: Any, check: Callable[[schemathesis.Case], None]) -> None:
     @given(case=operation.as_strategy())
     @settings(
         max_examples=EXAMPLES,
@@ -51,7 +50,50 @@ def test_no_server_error_and_responses_match_the_schema(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def responds_as_documented(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=CHECKS)
+    def generated(case: schemathesis.Case) -> None:
+        check(case)
 
-    responds_as_documented()
+    generated()
+
+
+@pytest.mark.parametrize(("method", "path"), _operations())
+def test_no_server_error_and_responses_match_the_schema(
+    api_schema: schemathesis.schemas.BaseSchema, method: str, path: str
+) -> None:
+    _run(api_schema[path][method], lambda case: case.call_and_validate(checks=CHECKS))
+
+
+@pytest.fixture(scope="module", params=["closed port", "unreadable folder"])
+def lake_down_schema(
+    request: pytest.FixtureRequest, api_lake: ApiLake, tmp_path_factory: pytest.TempPathFactory
+) -> schemathesis.schemas.BaseSchema:
+    """The app with its lake on an S3 endpoint that does not answer, or in a local folder
+    that cannot be read; Kafka is up."""
+    if request.param == "closed port":
+        broken = api_lake.settings.model_copy(update={"s3_endpoint": CLOSED_PORT})
+    else:
+        folder: Path = unreadable(tmp_path_factory.mktemp("lake-down"))
+        broken = api_lake.settings.model_copy(update={"lake_uri": folder.as_uri()})
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(broken))
+
+
+@pytest.mark.parametrize(("method", "path"), _operations())
+def test_with_the_lake_down_no_server_error_but_503_with_a_detail(
+    lake_down_schema: schemathesis.schemas.BaseSchema, method: str, path: str
+) -> None:
+    """Every operation: no 5xx but 503, and a 503 says why in JSON (`detail`; `/health`
+    its components, the lake's with its detail)."""
+
+    def answers_503_at_worst(case: schemathesis.Case) -> None:
+        response = case.call()
+        assert response.status_code < 500 or response.status_code == 503, (
+            case.as_curl_command(),
+            response.status_code,
+            response.text[:500],
+        )
+        if response.status_code == 503:
+            body = response.json()
+            detail = body["components"]["lake"]["detail"] if path == "/health" else body["detail"]
+            assert isinstance(detail, str) and detail, body
+
+    _run(lake_down_schema[path][method], answers_503_at_worst)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
+import pyarrow as pa
 import pyarrow.dataset as ds
 from fastapi import APIRouter, Query
 
@@ -23,7 +26,7 @@ from smartcity_api.params import (
 )
 from smartcity_api.readings import between, event_dates, event_hours
 from smartcity_api.responses import error_responses, json_response
-from smartcity_api.store import LakeReader
+from smartcity_api.store import LakeReader, Partition, StoredFile
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 
 router = APIRouter(prefix="/anomalies", tags=["anomalies"])
@@ -34,6 +37,37 @@ SOURCES: dict[str, set[str]] = {
     "all": {"stream", "batch", "both"},
 }
 STREAM_LANDING = "anomalies"
+FILE_READERS = 8
+"""Landing files read at once on a miss: each is a few small requests to the store."""
+
+
+@dataclass(frozen=True)
+class Events:
+    """A built date's `anomaly_events` rows and every `anomaly_id` they hold, read once per
+    partition version (see `LakeReader.kept`): a request filters them in memory."""
+
+    table: pa.Table
+    ids: frozenset[str]
+
+    @property
+    def nbytes(self) -> int:
+        return self.table.nbytes + 64 * len(self.ids)
+
+
+def _events(reader: LakeReader, partition: Partition) -> Events:
+    def read() -> Events:
+        table = reader.scan(partition, None)
+        return Events(table, frozenset(table.column("anomaly_id").to_pylist()))
+
+    return reader.kept(("anomaly events", partition), read)
+
+
+def _landed(reader: LakeReader, file: StoredFile) -> pa.Table:
+    """A landing file of the stream's anomalies; immutable, so read once."""
+    return reader.kept(
+        ("landed anomalies", file),
+        lambda: reader.scan([file], ANOMALY_SCHEMA.names, None, ANOMALY_SCHEMA),
+    )
 
 
 def _one_day(
@@ -48,25 +82,29 @@ def _one_day(
     in_range = where & between(start, end)
     rows: list[dict[str, Any]] = []
     known: set[str] = set()
-    events = reader.partition(ANOMALY_EVENTS, day)
-    if events is not None:
-        table = reader.scan(events, None, in_range)
-        known = set(reader.scan(events, ["anomaly_id"]).column("anomaly_id").to_pylist())
+    partition = reader.partition(ANOMALY_EVENTS, day)
+    if partition is not None:
+        events = _events(reader, partition)
+        known = set(events.ids)
         rows = list(
             {
-                r["anomaly_id"]: r for r in table.to_pylist() if r.get("source") in SOURCES[source]
+                r["anomaly_id"]: r
+                for r in events.table.filter(in_range).to_pylist()
+                if r.get("source") in SOURCES[source]
             }.values()
         )
     if source == "batch":
         return rows
     files = reader.landing_files(STREAM_LANDING, day, event_hours(day, start, end))
-    landed = reader.scan(files, ANOMALY_SCHEMA.names, in_range, ANOMALY_SCHEMA)
     sensors = reader.sensors()
-    for row in landed.to_pylist():
-        if row["anomaly_id"] not in known:
-            known.add(row["anomaly_id"])
-            district = sensors.get(row["sensor_id"], {}).get("district")
-            rows.append({**row, "district": district, "source": "stream"})
+    with ThreadPoolExecutor(FILE_READERS) as pool:
+        landed = list(pool.map(lambda file: _landed(reader, file), files))
+    for table in landed:
+        for row in table.filter(in_range).to_pylist():
+            if row["anomaly_id"] not in known:
+                known.add(row["anomaly_id"])
+                district = sensors.get(row["sensor_id"], {}).get("district")
+                rows.append({**row, "district": district, "source": "stream"})
     return rows
 
 

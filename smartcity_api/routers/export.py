@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 
 from smartcity_api.catalog import EXPORTABLE
@@ -73,6 +73,23 @@ def _csv_chunks(reader: LakeReader, partition: Partition) -> Iterator[bytes]:
         yield buffer.getvalue()
 
 
+async def exportable(
+    table: Annotated[
+        str,
+        Path(
+            description=f"One of {', '.join(EXPORTABLE)}.",
+            max_length=64,
+            examples=["clean_traffic"],
+        ),
+    ],
+) -> str:
+    """The table, or a 404 naming the known ones. A dependency, so that FastAPI runs it
+    before it validates the query: an unknown table is a 404 with or without a `date`."""
+    if table not in EXPORTABLE:
+        raise not_found(f"table: unknown table {table!r}; one of {', '.join(EXPORTABLE)}")
+    return table
+
+
 @router.get(
     "/{table}",
     response_class=StreamingResponse,
@@ -90,22 +107,13 @@ def _csv_chunks(reader: LakeReader, partition: Partition) -> Iterator[bytes]:
 )
 def export(
     reader: ReaderDep,
-    table: Annotated[
-        str,
-        Path(
-            description=f"One of {', '.join(EXPORTABLE)}.",
-            max_length=64,
-            examples=["clean_traffic"],
-        ),
-    ],
+    table: Annotated[str, Depends(exportable)],
     date: DateRequired,
     format: Annotated[
         Literal["parquet", "csv"],
         Query(description="`parquet` (the stored file) or `csv`.", examples=["csv"]),
     ] = "parquet",
 ) -> Any:
-    if table not in EXPORTABLE:
-        raise not_found(f"table: unknown table {table!r}; one of {', '.join(EXPORTABLE)}")
     partition = reader.partition(table, date)
     if partition is None:
         raise not_found(f"date: {table} has no partition {date} (not built yet)")
