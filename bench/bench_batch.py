@@ -122,8 +122,8 @@ def spark_pipeline() -> tuple[float, float, dict[str, tuple[float, int]]]:
 
     from smartcity.settings import load_settings
     from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.cli import dagster_home
     from smartcity_dagster.definitions import defs
+    from smartcity_dagster.home import dagster_home
 
     dagster_home(load_settings())
     with dg.DagsterInstance.get() as instance:

@@ -182,8 +182,8 @@ def _materialize(run: DemoRun) -> None:
     import dagster as dg
 
     from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.cli import dagster_home
     from smartcity_dagster.definitions import defs
+    from smartcity_dagster.home import dagster_home
     from smartcity_dagster.sensors import stream_progress_sensor
 
     dagster_home(run.settings)

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Message
 
 from smartcity.lake import Lake
 from smartcity.layout import LANDING
+from smartcity.services.processes import free_port
 from smartcity.settings import Settings
 from smartcity_api.app import create_app
 from smartcity_api.metrics import route_template
@@ -171,3 +175,39 @@ def asgi_get(
 
     asyncio.run(app(scope, receive, send))
     return sent[0]["status"], sent[-1]["body"], route_template(scope)
+
+
+@dataclass
+class ServedApi:
+    """An API served for a test: its address, and what it logged once it has stopped."""
+
+    base: str
+    log: str = ""
+
+
+@contextmanager
+def serve_api(env: dict[str, str], stop_timeout_s: float = 30) -> Iterator[ServedApi]:
+    """`smartcity api` on a free port, over a real socket, until the block ends."""
+    port = free_port()
+    process = subprocess.Popen(
+        [SMARTCITY, "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    served = ServedApi(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{served.base}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "the API did not start in 30 s"
+                time.sleep(0.2)
+        yield served
+    finally:
+        process.terminate()
+        process.wait(timeout=stop_timeout_s)
+        served.log = process.stderr.read().decode()

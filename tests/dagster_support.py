@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 
 from smartcity.settings import Settings
@@ -101,3 +103,30 @@ def spark_session() -> Any:
     for key, value in spark_config(Settings(_env_file=None)).items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    """The data of a GraphQL query to the webserver, which must carry no errors."""
+    response = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def wait_for(ready, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll `ready` every 2 s (a webserver or daemon on a loaded machine is slow)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(2)
+    raise AssertionError(f"{what} not ready within {timeout_s:g} s")

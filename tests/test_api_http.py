@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,44 +10,17 @@ import pyarrow.csv as pacsv
 import pytest
 
 from smartcity.layout import table_partition_key
-from tests.api_support import DAY, SENSOR, ApiLake
-from tests.stream_support import SMARTCITY, worker_env
+from tests.api_support import DAY, SENSOR, ApiLake, serve_api
+from tests.stream_support import worker_env
 
 pytestmark = pytest.mark.integration
 KEY = "test-key-0123456789"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(api_lake: ApiLake) -> Iterator[str]:
-    port = _free_port()
-    env = worker_env(api_lake.settings) | {"SMARTCITY_API_KEY": KEY}
-    process = subprocess.Popen(
-        [SMARTCITY, "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "the API did not start in 30 s"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with serve_api(worker_env(api_lake.settings) | {"SMARTCITY_API_KEY": KEY}) as served:
+        yield served.base
 
 
 def test_api_key_guards_api_v1_only(server: str) -> None:

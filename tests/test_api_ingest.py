@@ -9,7 +9,6 @@ promised is read back from the topics.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -30,8 +29,9 @@ from smartcity.registry import import_registry
 from smartcity.services.processes import free_port
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_api.app import create_app
+from tests.api_support import serve_api
 from tests.simulator_support import NOV_27_MS, simulate
-from tests.stream_support import SMARTCITY, isolated, worker_env
+from tests.stream_support import isolated, worker_env
 
 pytestmark = pytest.mark.integration
 INGEST_KEY = "ingest-key-0123456789"
@@ -65,31 +65,10 @@ def city(live_settings: Settings) -> Settings:
 @pytest.fixture(scope="module")
 def server(city: Settings) -> Iterator[str]:
     """`smartcity api` with both a read key and an ingest key."""
-    port = free_port()
     env = worker_env(city) | {"SMARTCITY_API_KEY": READ_KEY, "SMARTCITY_INGEST_KEY": INGEST_KEY}
-    process = subprocess.Popen(
-        [SMARTCITY, "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "the API did not start in 30 s"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log = process.stderr.read().decode()
-        assert "Application shutdown complete" in log, log[-2000:]  # the producer closed
+    with serve_api(env) as served:
+        yield served.base
+    assert "Application shutdown complete" in served.log, served.log[-2000:]  # producer closed
 
 
 def messages(

@@ -11,7 +11,6 @@ import queue
 import random
 import re
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -27,10 +26,10 @@ import pytest
 from confluent_kafka import Producer
 
 from smartcity.kafka import client_config
-from smartcity.services.processes import free_port
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_api.live_hub import Coalescer, Subscriber
-from tests.stream_support import SMARTCITY, isolated, worker_env
+from tests.api_support import serve_api
+from tests.stream_support import isolated, worker_env
 
 pytestmark = pytest.mark.integration
 KEY = "live-key-0123456789"
@@ -52,28 +51,8 @@ class Event:
 
 @contextmanager
 def serve(env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [SMARTCITY, "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "the API did not start in 30 s"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with serve_api(env, stop_timeout_s=20) as served:
+        yield served.base
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,8 @@ from smartcity.layout import (
 )
 from smartcity.settings import Settings
 from smartcity_api.app import API_PREFIX, create_app
-from smartcity_dagster.cli import RANGE_END, RANGE_START
 from smartcity_dagster.tables import describe, publish_partition, set_aside, stage_table
+from smartcity_dagster.tags import RANGE_END, RANGE_START
 from tests.dagster_support import dagster_home, materialize_day, smartcity_env
 from tests.test_dagster_pipeline import _Webhook, _wind_back_one_meter
 

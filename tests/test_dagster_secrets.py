@@ -16,15 +16,12 @@ from smartcity.layout import table_partition_key
 from smartcity.services.processes import free_port, stop_sessions
 from smartcity.settings import Settings
 from smartcity_dagster.spark import s3a_credentials_env, spark_config
-from tests.dagster_support import dagster_home
+from tests.dagster_support import MATERIALIZE, answers, dagster_home, graphql, wait_for
 from tests.stream_support import worker_env
-from tests.test_dagster_webserver import _answers, _graphql, _wait_for
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER = REPO / ".venv" / "bin" / "dagster"
-MATERIALIZE = [str(DAGSTER), "asset", "materialize", "-m", "smartcity_dagster.definitions"]
 DAY = "2026-11-27"
 BUILT = ["raw_weather"]
 
@@ -123,12 +120,12 @@ def test_no_key_in_what_dagster_shows(s3_lake: Settings, tmp_path: Path) -> None
     )
     url = f"http://127.0.0.1:{port}/graphql"
     try:
-        _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
-        answers = _everything_shown(url)
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
+        shown_texts = _everything_shown(url)
     finally:
         stop_sessions([server])
 
-    shown = "\n".join(answers)
+    shown = "\n".join(shown_texts)
     assert "fs.s3a.endpoint" in shown, "the pyspark resource's configuration was shown"
     assert "SMARTCITY_S3_SECRET_KEY" in shown, "the S3 resource shows the variable's name"
     assert "matches_landing" in shown and "rows" in shown, "metadata was shown"
@@ -147,7 +144,7 @@ def _everything_shown(url: str) -> list[str]:
     answers = []
 
     def ask(query: str, variables: dict | None = None) -> dict:
-        data = _graphql(url, query, variables)
+        data = graphql(url, query, variables)
         answers.append(orjson.dumps(data).decode())
         return data
 

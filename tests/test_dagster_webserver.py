@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from smartcity.demo import dagster_webserver_command
@@ -17,7 +15,14 @@ from smartcity.layout import table_partition_key
 from smartcity.services.processes import free_port, stop_sessions
 from smartcity.settings import Settings
 from smartcity.topics import create_topics
-from tests.dagster_support import MATERIALIZE, dagster_home, screenshot_asset_graph
+from tests.dagster_support import (
+    MATERIALIZE,
+    answers,
+    dagster_home,
+    graphql,
+    screenshot_asset_graph,
+    wait_for,
+)
 from tests.stream_support import produce_simulation, start_worker, worker_env
 from tests.test_dagster_publish import CHECK_STATUSES
 
@@ -111,8 +116,8 @@ def test_graph_and_a_two_date_backfill(live_settings: Settings, tmp_path: Path) 
     ]
     url = f"http://127.0.0.1:{port}/graphql"
     try:
-        _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
-        nodes = _graphql(url, ASSET_GRAPH)["assetNodes"]
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
+        nodes = graphql(url, ASSET_GRAPH)["assetNodes"]
         by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
         assert set(PARTITIONED) | {"sensor_registry"} <= set(by_name)
         assert all(by_name[name]["isPartitioned"] for name in PARTITIONED)
@@ -130,21 +135,21 @@ def test_graph_and_a_two_date_backfill(live_settings: Settings, tmp_path: Path) 
             "partitionNames": dates,
             "assetSelection": [{"path": [name]} for name in PARTITIONED],
         }
-        launched = _graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
+        launched = graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill = launched["backfillId"]
 
         def done() -> bool:
-            status = _graphql(url, STATUS, {"id": backfill})["partitionBackfillOrError"]["status"]
+            status = graphql(url, STATUS, {"id": backfill})["partitionBackfillOrError"]["status"]
             assert status not in ("FAILED", "FAILING", "COMPLETED_FAILED", "CANCELED"), status
             return status in ("COMPLETED", "COMPLETED_SUCCESS")
 
-        _wait_for(done, 900, "the backfill")
+        wait_for(done, 900, "the backfill")
         lake = Lake.from_settings(settings)
         for day in dates:
             for name in PARTITIONED:
                 assert lake.exists(table_partition_key(name, day)), (name, day)
-        _wait_for(lambda: not _graphql(url, IN_FLIGHT)["runsOrError"]["results"], 600, "runs")
+        wait_for(lambda: not graphql(url, IN_FLIGHT)["runsOrError"]["results"], 600, "runs")
         statuses = _check_statuses(url)
         passed = [{"startKey": dates[0], "endKey": dates[1], "status": "SUCCEEDED"}]
         assert statuses and all(r == passed for r in statuses.values()), statuses
@@ -160,30 +165,6 @@ def _check_statuses(url: str) -> dict[tuple[str, str], list[dict[str, str]]]:
     """Each check's evaluations by date range and status, as the UI colours them."""
     return {
         (node["assetKey"]["path"][0], check["name"]): check["partitionStatuses"]["ranges"]
-        for node in _graphql(url, CHECK_STATUSES)["assetNodes"]
+        for node in graphql(url, CHECK_STATUSES)["assetNodes"]
         for check in node["assetChecksOrError"].get("checks", [])
     }
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    response = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-def _wait_for(ready, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        time.sleep(2)
-    raise AssertionError(f"{what} not ready within {timeout_s:g} s")

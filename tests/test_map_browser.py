@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,12 +30,12 @@ from simulator.registry import build_registry
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.registry import import_registry
-from smartcity.services.processes import free_port
 from smartcity.settings import Settings
 from smartcity_api.app import create_app
 from smartcity_api.routers import map as city_map
+from tests.api_support import serve_api
 from tests.dagster_support import BROWSER_FLAGS, CHROMIUM
-from tests.stream_support import SMARTCITY, isolated, start_worker, worker_env
+from tests.stream_support import isolated, start_worker, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -154,28 +153,8 @@ class Served:
 
 @contextmanager
 def _serve(settings: Settings, extra_env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [SMARTCITY, "api", "--port", str(port)],
-        env=worker_env(settings) | extra_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "the API did not start in 30 s"
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with serve_api(worker_env(settings) | extra_env) as served:
+        yield served.base
 
 
 @pytest.fixture(scope="module")
