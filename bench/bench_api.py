@@ -1,8 +1,8 @@
 """API latency and throughput: one uvicorn worker under vegeta on loopback.
 
 Lands one simulated day of the default city (10 s interval, 1.8 million readings) with the
-real stream worker into a local-folder lake, builds that day's batch tables (clean, daily
-aggregates, anomaly events; the same hand-built format the API tests use, docs/lake.md),
+real stream worker into a local-folder lake, builds that day's batch tables with the real
+assets (`smartcity materialize`, as the API tests do),
 starts `smartcity api` with one worker, and drives it with vegeta: a mix of
 `sensors/latest`, one sensor's readings for one hour (3,000 requests cycled, sensor and hour
 drawn at random), and daily aggregates. First one pass over the mix at 200 requests/s with
@@ -45,7 +45,7 @@ from smartcity.registry import import_registry
 from smartcity.services.processes import free_port
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream.worker import StreamWorker, WorkerOptions
-from tests.api_support import DAY, START, build_tables
+from tests.api_support import DAY, START, materialize
 from tests.stream_support import SMARTCITY, worker_env
 
 INTERVAL_MS = 10_000
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with broker() as base, tempfile.TemporaryDirectory(prefix="smartcity-api-lake-") as lake:
         settings = land(fresh_topics(base), Path(lake), args.hours)
-        build_tables(Lake.from_settings(settings), hour=None)
+        materialize(settings, DAY, Path(lake) / "dagster")  # the real assets build the day
         process, url = serve(settings)
         try:
             mix = paths(args.hours, args.paths)
