@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,3 +131,22 @@ def wait_for(ready, timeout_s: float, what: str) -> None:  # type: ignore[no-unt
             return
         time.sleep(2)
     raise AssertionError(f"{what} not ready within {timeout_s:g} s")
+
+
+def start_dagster(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A Dagster process (webserver, daemon) run from the repo's root as a user runs it, in a
+    session of its own, so that `stop_sessions` also stops the code servers it starts."""
+    return subprocess.Popen(
+        command,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def webserver_graphql(port: int) -> str:
+    """The GraphQL address of the webserver on `port`, once it answers."""
+    wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
+    return f"http://127.0.0.1:{port}/graphql"

@@ -16,7 +16,13 @@ from smartcity.layout import table_partition_key
 from smartcity.services.processes import free_port, stop_sessions
 from smartcity.settings import Settings
 from smartcity_dagster.spark import s3a_credentials_env, spark_config
-from tests.dagster_support import MATERIALIZE, answers, dagster_home, graphql, wait_for
+from tests.dagster_support import (
+    MATERIALIZE,
+    dagster_home,
+    graphql,
+    start_dagster,
+    webserver_graphql,
+)
 from tests.stream_support import worker_env
 
 pytestmark = pytest.mark.integration
@@ -110,17 +116,9 @@ def test_no_key_in_what_dagster_shows(s3_lake: Settings, tmp_path: Path) -> None
     )
 
     port = free_port()
-    server = subprocess.Popen(
-        dagster_webserver_command(port),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
+    server = start_dagster(dagster_webserver_command(port), env)
     try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
+        url = webserver_graphql(port)
         shown_texts = _everything_shown(url)
     finally:
         stop_sessions([server])

@@ -17,11 +17,12 @@ from smartcity.settings import Settings
 from smartcity.topics import create_topics
 from tests.dagster_support import (
     MATERIALIZE,
-    answers,
     dagster_home,
     graphql,
     screenshot_asset_graph,
+    start_dagster,
     wait_for,
+    webserver_graphql,
 )
 from tests.stream_support import produce_simulation, start_worker, worker_env
 from tests.test_dagster_publish import CHECK_STATUSES
@@ -97,26 +98,11 @@ def test_graph_and_a_two_date_backfill(live_settings: Settings, tmp_path: Path) 
     assert registry.returncode == 0, registry.stderr[-3000:]
     port = free_port()
     started = [
-        subprocess.Popen(
-            dagster_webserver_command(port),
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        ),
-        subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        ),
+        start_dagster(dagster_webserver_command(port), env),
+        start_dagster([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env),
     ]
-    url = f"http://127.0.0.1:{port}/graphql"
     try:
-        wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
+        url = webserver_graphql(port)
         nodes = graphql(url, ASSET_GRAPH)["assetNodes"]
         by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
         assert set(PARTITIONED) | {"sensor_registry"} <= set(by_name)
