@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     kafka_timeout_s: float = Field(default=6.0, gt=0, le=60)
     topic_prefix: str = "smartcity."
     topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="replicas of each platform topic; from 3 on, writes need 2 in sync",
+    )
     lake_uri: str = Field(default_factory=lambda: (Path.cwd() / "lake").resolve().as_uri())
     s3_endpoint: str | None = None
     s3_access_key: SecretStr | None = None
@@ -71,6 +77,10 @@ class Settings(BaseSettings):
     )
     spark_master: str = "local[*]"
     spark_driver_memory: str = Field(default="4g", pattern=JVM_MEMORY)
+    spark_executor_python: str | None = Field(
+        default=None,
+        description="the Python a cluster's executors run (local mode runs this interpreter)",
+    )
     spark_offheap_memory: str = Field(
         default="1536m", pattern=JVM_MEMORY, description="local Spark's sort and shuffle memory"
     )
