@@ -1,4 +1,9 @@
-"""The platform's five topics, created idempotently: `smartcity topics create`."""
+"""The platform's five topics, created idempotently: `smartcity topics create`.
+
+Replicated three times or more (a cluster), a topic takes writes only while two replicas
+are in sync, so an acknowledged message survives the loss of any one broker; with fewer
+replicas one in sync is enough, or a single broker could never take a write.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,16 @@ from smartcity.settings import Settings
 topics_app = typer.Typer(help="Kafka topics of the platform.", no_args_is_help=True)
 
 
+def min_insync_replicas(replication: int) -> int:
+    return 2 if replication >= 3 else 1
+
+
 def create_topics(
-    settings: Settings, partitions: int | None = None, replication: int = 1
+    settings: Settings, partitions: int | None = None, replication: int | None = None
 ) -> dict[str, str]:
-    """Create the missing topics; returns each topic's outcome (`created` or `exists`)."""
+    """Create the missing topics (replication SMARTCITY_TOPIC_REPLICATION unless given);
+    returns each topic's outcome (`created` or `exists`)."""
+    replicas = replication or settings.topic_replication
     admin = admin_client(settings)
     existing = set(cluster_metadata(settings, admin).topics)
     outcome = {topic: "exists" for topic in settings.all_topics if topic in existing}
@@ -27,7 +38,8 @@ def create_topics(
         NewTopic(
             topic,
             num_partitions=partitions or settings.topic_partitions,
-            replication_factor=replication,
+            replication_factor=replicas,
+            config={"min.insync.replicas": str(min_insync_replicas(replicas))},
         )
         for topic in settings.all_topics
         if topic not in existing
@@ -54,7 +66,9 @@ def create_command(
     partitions: int = typer.Option(
         None, min=1, help="Partitions per topic (default SMARTCITY_TOPIC_PARTITIONS, 3)."
     ),
-    replication: int = typer.Option(1, min=1, help="Replication factor."),
+    replication: int = typer.Option(
+        None, min=1, help="Replication factor (default SMARTCITY_TOPIC_REPLICATION, 1)."
+    ),
 ) -> None:
     """Create the five topics of the platform (idempotent)."""
     settings = settings_or_exit()

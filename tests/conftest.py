@@ -20,7 +20,11 @@ from smartcity.settings import Settings
 from smartcity.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[1]
-pytest_plugins = ("tests.api_support", "tests.mqtt_support")  # session fixtures, registered once
+pytest_plugins = (  # session fixtures, registered once
+    "tests.api_support",
+    "tests.mqtt_support",
+    "tests.cluster_support",
+)
 
 
 @pytest.fixture(scope="session")

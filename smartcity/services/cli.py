@@ -1,4 +1,5 @@
-"""`smartcity services up|down|status`: the embedded Kafka broker, S3 server and MQTT broker."""
+"""`smartcity services up|down|status|install`: the embedded Kafka broker, S3 server and MQTT
+broker, or with `up --cluster` the deployment's topology (three brokers, Spark, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from smartcity.cli_support import err_console, friendly_errors, settings_or_exit
-from smartcity.services import kafka_broker, manager, minio_server, mosquitto
+from smartcity.services import cluster, kafka_broker, manager, minio_server, mosquitto
+from smartcity.services.executor_python import executor_python
 from smartcity.services.jvm import classpath
+from smartcity.services.processes import ServiceRecord
+from smartcity.settings import Settings
 
 services_app = typer.Typer(
-    help="Local Kafka broker (KRaft), S3 server (MinIO) and MQTT broker (Mosquitto) on loopback.",
+    help="Local Kafka (KRaft), S3 server (MinIO), MQTT broker (Mosquitto), or a whole cluster.",
     no_args_is_help=True,
 )
 
@@ -26,6 +30,12 @@ def up_command(
     mqtt: bool = typer.Option(
         False, "--mqtt/--no-mqtt", help="Start the Mosquitto MQTT broker (for `bridge mqtt`)."
     ),
+    whole_cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="The deployment's topology instead: 3 Kafka brokers, MinIO, a Spark master with "
+        "2 workers, PostgreSQL; topics replicated 3 times (--kafka/--s3 do not apply).",
+    ),
 ) -> None:
     """Start the services, wait until they answer, print `export SMARTCITY_*=...` lines.
 
@@ -33,11 +43,12 @@ def up_command(
     the same folder read them from the runtime folder anyway.
     """
     settings = settings_or_exit()
-    chosen = ((kafka_broker.NAME, kafka), (minio_server.NAME, s3), (mosquitto.NAME, mqtt))
-    names = [name for name, on in chosen if on]
+    chosen = ((kafka_broker.NAME, kafka), (minio_server.NAME, s3))
+    names = list(cluster.NAMES) if whole_cluster else [name for name, on in chosen if on]
+    names += [mosquitto.NAME] if mqtt else []
     with err_console.status(f"starting {', '.join(names)} ..."):
         try:
-            records = manager.up(settings, names)
+            records = _start(settings, names, whole_cluster)
         except (RuntimeError, OSError) as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=1) from None
@@ -47,6 +58,13 @@ def up_command(
         f"[green]running[/]: {', '.join(names)} (state in {settings.runtime_dir}); "
         "`smartcity services down` stops them"
     )
+
+
+def _start(settings: Settings, names: list[str], whole_cluster: bool) -> dict[str, ServiceRecord]:
+    """The cluster first (it starts its members in stages, then makes topics and bucket),
+    then whatever else is named."""
+    records = cluster.up(settings) if whole_cluster else {}
+    return records | manager.up(settings, [name for name in names if name not in records])
 
 
 @services_app.command("down")
@@ -65,12 +83,16 @@ def status_command() -> None:
     settings = settings_or_exit()
     table = Table("service", "state", "pid", "address")
     for service in manager.status(settings):
-        address = ", ".join(v for k, v in service.env.items() if "KEY" not in k)
+        address = ", ".join(v for k, v in service.env.items() if not _secret(k))
         state = "[green]running[/]" if service.running else "[red]stopped[/]"
         table.add_row(service.name, state, str(service.pid or "-"), address)
     if not table.rows:
         table.add_row("-", "nothing started", "-", "-")
     Console().print(table)
+
+
+def _secret(variable: str) -> bool:
+    return "KEY" in variable or "PASSWORD" in variable
 
 
 @services_app.command("install")
@@ -80,6 +102,11 @@ def install_command(
     s3: bool = typer.Option(False, "--s3", help="Build MinIO from source (Go), once."),
     spark: bool = typer.Option(
         False, "--spark", help="Write the Spark driver's class archive (a small day, once)."
+    ),
+    spark_executor: bool = typer.Option(
+        False,
+        "--spark-executor",
+        help="Build the cluster executors' Python (pandas, pyarrow, numpy; pip, once).",
     ),
 ) -> None:
     """Fetch or build what `up` runs, into user-level caches (a second run is instant)."""
@@ -97,3 +124,7 @@ def install_command(
         with err_console.status("running a small day on Spark for its class archive ..."):
             archive = build_archive()
         err_console.print(f"spark: {archive}")
+    if spark_executor:
+        with err_console.status("building the executors' Python with pip (first time) ..."):
+            python = executor_python()
+        err_console.print(f"spark executor: {python}")

@@ -1,7 +1,9 @@
-"""JVM artifacts (the Kafka broker, later Spark's S3A jars) resolved by Maven from a pom.
+"""JVM artifacts (the Kafka broker, Spark's S3A jars) resolved by Maven from a pom.
 
 Maven keeps the jars in its user-level repository; the resolved classpath is cached per
 pom content under `~/.cache/smartcity/jvm`, so a second start does not run Maven again.
+An image resolves them once at build time instead: `SMARTCITY_JARS_DIR` names a folder
+with one sub-folder of jars per pom (`<name>/*.jar`), and then Maven is never called.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "jvm"
+JARS_DIR_ENV = "SMARTCITY_JARS_DIR"
 
 
 class JvmSetupError(RuntimeError):
@@ -33,8 +36,24 @@ def java_binary() -> str:
     return found
 
 
+def prebuilt_classpath(name: str) -> str | None:
+    """The jars of `name` under `$SMARTCITY_JARS_DIR/<name>/` (as `mvn
+    dependency:copy-dependencies` leaves them), or None when the variable is not set."""
+    folder = os.environ.get(JARS_DIR_ENV)
+    if not folder:
+        return None
+    jars = sorted(Path(folder, name).glob("*.jar"))
+    if not jars:
+        raise JvmSetupError(f"{JARS_DIR_ENV}={folder}: no {name}/*.jar there")
+    return os.pathsep.join(str(jar) for jar in jars)
+
+
 def classpath(name: str) -> str:
-    """The resolved classpath of `<name>.pom.xml`, running Maven only when not cached."""
+    """The resolved classpath of `<name>.pom.xml`: the pre-resolved jars when
+    `SMARTCITY_JARS_DIR` is set, else Maven's, running Maven only when not cached."""
+    prebuilt = prebuilt_classpath(name)
+    if prebuilt is not None:
+        return prebuilt
     pom = pom_path(name)
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
     cached = CACHE_DIR / f"{name}-{digest}.classpath"

@@ -16,7 +16,7 @@ import httpx
 from pydantic import SecretStr
 
 from smartcity.lake import s3_filesystem
-from smartcity.services.processes import ServiceRecord, free_port, spawn, wait_until
+from smartcity.services.processes import ServiceRecord, free_port, spawn, started_at, wait_until
 from smartcity.settings import Settings
 
 NAME = "s3"
@@ -106,7 +106,7 @@ def start(settings: Settings) -> ServiceRecord:
         }
     )
     s3_filesystem(client).create_dir(DEFAULT_BUCKET)
-    return ServiceRecord(NAME, process.pid, process.create_time(), str(log), env)
+    return ServiceRecord(NAME, process.pid, started_at(process), str(log), env)
 
 
 def _credentials(home: Path) -> tuple[str, str]:

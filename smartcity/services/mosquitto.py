@@ -11,7 +11,7 @@ import pwd
 import shutil
 import socket
 
-from smartcity.services.processes import ServiceRecord, free_port, spawn, wait_until
+from smartcity.services.processes import ServiceRecord, free_port, spawn, started_at, wait_until
 from smartcity.settings import Settings
 
 NAME = "mqtt"
@@ -80,7 +80,7 @@ def start(settings: Settings) -> ServiceRecord:
     return ServiceRecord(
         name=NAME,
         pid=process.pid,
-        started_at=process.create_time(),
+        started_at=started_at(process),
         log=str(log),
         env={"SMARTCITY_MQTT_BROKER": f"127.0.0.1:{port}"},
     )

@@ -1,7 +1,10 @@
 """Processes that `smartcity services up` starts, recorded so `down` stops exactly those.
 
 A record keeps the pid and the process's start time: a pid reused by another program after
-a reboot is never mistaken for ours.
+a reboot is never mistaken for ours. The start time is counted from the boot, as the kernel
+keeps it: psutil's start time since the epoch adds the boot time, which the kernel derives
+from the wall clock, and on a loaded virtual machine that drifts by seconds a minute, so a
+long-running service would soon look like a reused pid.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ class ServiceRecord:
     name: str
     pid: int
     started_at: float
+    """Seconds after the boot (`started_at`)."""
     log: str
     env: dict[str, str]
 
     def process(self) -> psutil.Process | None:
         try:
             process = psutil.Process(self.pid)
-            if abs(process.create_time() - self.started_at) > 1.0 or not process.is_running():
+            if abs(started_at(process) - self.started_at) > 1.0 or not process.is_running():
                 return None
             if process.status() == psutil.STATUS_ZOMBIE:
                 return None
@@ -51,6 +55,11 @@ class ServiceRecord:
     @property
     def running(self) -> bool:
         return self.process() is not None
+
+
+def started_at(process: psutil.Process) -> float:
+    """When `process` started, in seconds after the boot (see the module docstring)."""
+    return process.create_time() - psutil.boot_time()
 
 
 class ServiceRegistry:
