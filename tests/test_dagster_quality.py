@@ -1,17 +1,20 @@
 """The clean transform and the scalable checks, with planted bad rows: a check that could
-fail does fail, and the counts add up. The clean transform runs on real local Spark; the
-contract check (Pandera on every row, a batch at a time) also reads files written with
-pyarrow, in any order and cut into batches of any size."""
+fail does fail, and the counts add up. The clean transform and the contract check (the
+Pandera schema's checks as Spark expressions, on every row) run on real local Spark; the
+check also reads files written with pyarrow, in any order and cut into row groups of any
+size, each row group read by a task of its own."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +25,7 @@ from smartcity.settings import Settings
 from smartcity_dagster import checks
 from smartcity_dagster.tables import TableWrite, describe, write_partition
 from smartcity_dagster.transforms.balance import range_label
-from smartcity_dagster.transforms.clean import clean, rejected_rows
+from smartcity_dagster.transforms.clean import ORDER, clean, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
 from smartcity_stream.landing import landing_schema
 from tests.dagster_support import spark_session
@@ -33,6 +36,15 @@ START = datetime(2026, 11, 27, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def spark() -> Any:
     return spark_session()
+
+
+@pytest.fixture
+def split(spark: Any) -> Iterator[Any]:
+    """The session, splitting a file into a task per row group (Spark's splits are byte
+    ranges of at most this size; a row group goes to the split holding its middle)."""
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "1024")
+    yield spark
+    spark.conf.unset("spark.sql.files.maxPartitionBytes")
 
 
 def weather(seq: int, offset: int, sensor: str = "WEATHER_0001", **values: Any) -> dict:
@@ -89,7 +101,7 @@ def lake(tmp_path: Path) -> Lake:
 
 def written_as_asset(lake: Lake, table: Any, sensor_type: str) -> tuple[TableWrite, list[dict]]:
     """Written as the asset writes it: the staged file and its rows."""
-    written = write_partition(table, lake, f"clean_{sensor_type}", "2026-11-27")
+    written = write_partition(table, lake, f"clean_{sensor_type}", "2026-11-27", ORDER)
     return written, lake.read_parquet(written.key).to_pylist()
 
 
@@ -118,7 +130,7 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     assert counts == {"rows": 7, "duplicates": 2, "rejects": 3}
     assert checks.no_loss(counts["rows"], len(kept), len(rejected), counts["duplicates"]).passed
     assert table_profile(written)["rows"] == 2
-    assert checks.contract_schema(written, lake, "weather").passed
+    assert checks.contract_schema(spark, lake, written, "weather").passed
 
 
 def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> None:
@@ -155,7 +167,7 @@ def test_contract_check_passes_on_good_rows_and_fails_on_each_kind_of_bad_row(sp
     places = {"district": "centre", "latitude": 52.5, "longitude": 13.4}
     good = [{**weather(seq, seq), **places} for seq in range(1, 5)]
     written, _ = written_as_asset(lake, spark.createDataFrame(good), "weather")
-    assert checks.contract_schema(written, lake, "weather").passed
+    assert checks.contract_schema(spark, lake, written, "weather").passed
 
     bad = [
         *good,
@@ -164,7 +176,7 @@ def test_contract_check_passes_on_good_rows_and_fails_on_each_kind_of_bad_row(sp
         {**weather(4, 7), **places},  # (sensor_id, seq) twice
     ]
     written, kept = written_as_asset(lake, spark.createDataFrame(bad), "weather")
-    result = checks.contract_schema(written, lake, "weather")
+    result = checks.contract_schema(spark, lake, written, "weather")
     assert not result.passed
     failures = result.metadata["failures_by_check"].value
     assert failures["less_than_or_equal_to(60)"] == 1, failures
@@ -182,7 +194,7 @@ def test_a_falling_meter_fails_and_nulls_count(spark, lake) -> None:
     rows[3]["power_kw"] = None
     table = spark.createDataFrame(rows, samplingRatio=1.0)
     written, kept = written_as_asset(lake, table, "energy")
-    result = checks.contract_schema(written, lake, "energy")
+    result = checks.contract_schema(spark, lake, written, "energy")
     assert not result.passed
     assert result.metadata["failures_by_check"].value[checks.METER_RISES] == 1
     assert [kept[i]["seq"] for i in result.metadata["sample_rows"].value[checks.METER_RISES]] == [3]
@@ -228,10 +240,19 @@ def meter_day(sensors: int, readings: int, seed: int) -> list[dict]:
     return rows
 
 
-def written_file(lake: Lake, rows: list[dict], sensor_type: str = "energy") -> TableWrite:
-    key = f"tables/clean_{sensor_type}/date=2026-11-27/part-0.parquet"
-    lake.write_parquet(key, pa.Table.from_pylist(rows, schema=clean_file_schema(sensor_type)))
+def written_file(lake: Lake, rows: list[dict], group_rows: int | None = None) -> TableWrite:
+    """`rows` as a clean energy file, in row groups of `group_rows` rows."""
+    key = "tables/clean_energy/date=2026-11-27/part-0.parquet"
+    write_groups(
+        lake, key, pa.Table.from_pylist(rows, schema=clean_file_schema("energy")), group_rows
+    )
     return describe(lake, key)
+
+
+def write_groups(lake: Lake, key: str, table: pa.Table, group_rows: int | None) -> None:
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, row_group_size=group_rows)
+    lake.write_bytes(key, buffer.getvalue().to_pybytes())
 
 
 def break_range(rows: list[dict], at: int, rng: random.Random) -> str:
@@ -275,14 +296,15 @@ def flagged_offsets(result: dg.AssetCheckResult, kept: list[dict], check: str) -
 
 
 @pytest.mark.parametrize("seed", [3, 17, 2026])
-def test_each_broken_rule_is_caught_on_its_row(lake: Lake, seed: int) -> None:
+def test_each_broken_rule_is_caught_on_its_row(split: Any, lake: Lake, seed: int) -> None:
     """One file with a row out of range, a key twice, a falling meter and an id breaking
-    each pattern (which also leaves the file out of key order), in batches of seven."""
+    each pattern (which also leaves the file out of key order), in row groups of seven."""
     rows, rng = meter_day(sensors=3, readings=20, seed=seed), random.Random(seed)
     places = [25, 5, 12, 45, 52]  # one per corruption, apart, in three sensors of twenty
     planted = {at: corrupt(rows, at, rng) for at, corrupt in zip(places, CORRUPTIONS, strict=True)}
-    written = written_file(lake, rows)
-    result = checks.contract_schema(written, lake, "energy", batch_rows=7)
+    written = written_file(lake, rows, group_rows=7)
+    assert written.footer.num_row_groups == 9
+    result = checks.contract_schema(split, lake, written, "energy")
     assert not result.passed
     assert result.metadata["failures_by_check"].value == {check: 1 for check in planted.values()}
     kept = lake.read_parquet(written.key).to_pylist()
@@ -292,8 +314,8 @@ def test_each_broken_rule_is_caught_on_its_row(lake: Lake, seed: int) -> None:
     assert all(check in sample for check in planted.values())
 
 
-def test_an_empty_partition_passes(lake: Lake) -> None:
-    result = checks.contract_schema(written_file(lake, []), lake, "energy")
+def test_an_empty_partition_passes(spark: Any, lake: Lake) -> None:
+    result = checks.contract_schema(spark, lake, written_file(lake, []), "energy")
     assert result.passed and result.metadata["rows"].value == 0
 
 
@@ -311,6 +333,7 @@ def test_an_empty_partition_passes(lake: Lake) -> None:
     data=st.data(),
 )
 def test_a_clean_table_passes_and_any_one_broken_row_is_caught(
+    split: Any,
     lake: Lake,
     seed: int,
     sensors: int,
@@ -319,23 +342,24 @@ def test_a_clean_table_passes_and_any_one_broken_row_is_caught(
     shuffled: bool,
     data: st.DataObject,
 ) -> None:
-    """Over random batch sizes, among them one that starts a batch at the broken row, so a
-    key twice or a meter falling across a batch boundary shows; in key order or not."""
+    """Over random row group sizes (a task per row group), among them one that starts a
+    row group at the broken row, so a key twice or a meter falling across a task boundary
+    shows; in key order or not."""
     rows, rng = meter_day(sensors, readings, seed), random.Random(seed)
     at = data.draw(st.sampled_from([i for i in range(len(rows)) if i % readings]), label="at")
-    batch_rows = data.draw(
-        st.one_of(st.integers(max(1, len(rows) // 8), len(rows)), st.just(at)), label="batch"
+    group_rows = data.draw(
+        st.one_of(st.integers(max(1, len(rows) // 8), len(rows)), st.just(at)), label="group"
     )
     if shuffled:
         rng.shuffle(rows)
-    written = written_file(lake, rows)
-    assert checks.contract_schema(written, lake, "energy", batch_rows).passed
+    written = written_file(lake, rows, group_rows)
+    assert checks.contract_schema(split, lake, written, "energy").passed
 
     place = next(i for i, row in enumerate(rows) if row["kafka_offset"] == at)
     by_offset = sorted(rows, key=lambda row: row["kafka_offset"])
     check = corrupt(by_offset, at, rng)
-    written = written_file(lake, rows)
-    result = checks.contract_schema(written, lake, "energy", batch_rows)
+    written = written_file(lake, rows, group_rows)
+    result = checks.contract_schema(split, lake, written, "energy")
     assert not result.passed
     assert check in result.metadata["failures_by_check"].value
     kept = lake.read_parquet(written.key).to_pylist()
@@ -345,25 +369,25 @@ def test_a_clean_table_passes_and_any_one_broken_row_is_caught(
     assert flagged_offsets(result, kept, check)
 
 
-def test_a_missing_or_mistyped_column_counts_once_over_all_batches(lake: Lake) -> None:
+def test_a_missing_or_mistyped_column_counts_once_over_all_tasks(split: Any, lake: Lake) -> None:
     table = pa.Table.from_pylist(meter_day(2, 5, seed=8), schema=clean_file_schema("energy"))
     kwh = table.schema.get_field_index("energy_kwh")
     table = table.set_column(kwh, "energy_kwh", table["energy_kwh"].cast(pa.float32()))
     key = "tables/clean_energy/mistyped.parquet"
-    lake.write_parquet(key, table.drop_columns(["district"]))
-    result = checks.contract_schema(describe(lake, key), lake, "energy", batch_rows=3)
+    write_groups(lake, key, table.drop_columns(["district"]), 3)
+    result = checks.contract_schema(split, lake, describe(lake, key), "energy")
     assert result.metadata["failures_by_check"].value == {
         "column_in_dataframe": 1,
         "dtype('double[pyarrow]')": 1,
     }
 
 
-def test_every_failure_is_counted_and_the_sample_is_bounded(lake: Lake) -> None:
+def test_every_failure_is_counted_and_the_sample_is_bounded(split: Any, lake: Lake) -> None:
     rows = meter_day(sensors=2, readings=30, seed=5)
     broken = random.Random(5).sample(range(len(rows)), 25)
     for at in broken:
         rows[at]["voltage_v"] = 600.0
-    result = checks.contract_schema(written_file(lake, rows), lake, "energy", batch_rows=4)
+    result = checks.contract_schema(split, lake, written_file(lake, rows, 4), "energy")
     assert result.metadata["failures_by_check"].value == {"less_than_or_equal_to(500)": 25}
     shown = result.metadata["sample_rows"].value["less_than_or_equal_to(500)"]
     assert len(shown) == checks.SAMPLE and set(shown) < set(broken)

@@ -14,7 +14,7 @@ from smartcity_dagster.assets.publish import AssetEvent, Publication
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
-from smartcity_dagster.transforms.clean import clean, no_rejected_rows, rejected_rows
+from smartcity_dagster.transforms.clean import ORDER, clean, no_rejected_rows, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
 
 REJECTS = "{name}_rejects"
@@ -73,7 +73,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
             outcome = clean(raw, registry.table, sensor_type)
-            staged = write_partition(outcome.clean, lake, name, day)
+            staged = write_partition(outcome.clean, lake, name, day, ORDER)
             counts = outcome.counts.get
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
             rejects = write_partition(
@@ -83,6 +83,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
                 lake,
                 rejects_name,
                 day,
+                ORDER,
             )
             rejected[day] = rejects.rows
             stats = table_profile(staged)
@@ -91,7 +92,7 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
                 day,
                 {name: staged, rejects_name: rejects},
                 [
-                    checks.contract_schema(staged, lake, sensor_type),
+                    checks.contract_schema(spark, lake, staged, sensor_type),
                     checks.no_loss(raw_rows, staged.rows, rejects.rows, duplicates[day]),
                     checks.null_rates(stats, schema.names),
                     checks.duplicate_share(raw_rows, duplicates[day]),

@@ -17,6 +17,10 @@ from pyspark.sql import functions as F
 
 CONGESTED = ("high", "severe")
 SKETCH_K = 1000
+EXACT = "decimal(38,9)"
+"""Sums are taken in decimal, which is exact: float addition depends on its order, and the
+order differs between local mode and a cluster, so a float sum would make the table depend
+on how Spark split the day."""
 WEATHER_MEASURES = ("temperature_c", "humidity_pct", "pressure_hpa", "wind_speed_ms")
 SLICES = [
     ["district", "sensor_id", "hour"],
@@ -24,6 +28,8 @@ SLICES = [
     ["district", "hour"],
     ["district"],
 ]
+ORDER = ("level", "granularity", "district", "sensor_id", "period_start")
+"""The table's row order: a row's slice, then its place in the slice."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,17 @@ class Measures:
     final: list[Column]
 
 
+def _exact_sum(column: Column | str, name: str) -> Column:
+    value = F.col(column) if isinstance(column, str) else column
+    return F.sum(value.cast(EXACT)).alias(name)
+
+
 def _sums(*names: str) -> list[Column]:
-    return [F.sum(name).alias(name) for name in names]
+    return [_exact_sum(name, name) for name in names]
+
+
+def _double(name: str) -> Column:
+    return F.col(name).cast("double")
 
 
 def _traffic() -> Measures:
@@ -46,11 +61,11 @@ def _traffic() -> Measures:
     return Measures(
         partials=[
             F.sum(vehicles).alias("vehicles"),
-            F.sum(speed * vehicles).alias("speed_x_vehicles"),
+            _exact_sum(speed * vehicles, "speed_x_vehicles"),
             F.sum(F.when(speed.isNotNull(), vehicles)).alias("vehicles_with_speed"),
             F.count(speed).alias("speeds"),
             F.kll_sketch_agg_double(speed, SKETCH_K).alias("speed_sketch"),
-            F.sum(F.when(congested, F.col("interval_s")).otherwise(0.0)).alias("congested_s"),
+            _exact_sum(F.when(congested, F.col("interval_s")).otherwise(0.0), "congested_s"),
         ],
         merged=[
             *_sums("vehicles", "speed_x_vehicles", "vehicles_with_speed", "speeds", "congested_s"),
@@ -58,11 +73,11 @@ def _traffic() -> Measures:
         ],
         final=[
             F.col("vehicles").cast("long").alias("vehicles"),
-            (F.col("speed_x_vehicles") / F.col("vehicles_with_speed")).alias("mean_speed_kmh"),
+            (_double("speed_x_vehicles") / _double("vehicles_with_speed")).alias("mean_speed_kmh"),
             F.when(
                 F.col("speeds") > 0, F.kll_sketch_get_quantile_double("speed_sketch", F.lit(0.85))
             ).alias("p85_speed_kmh"),
-            (F.col("congested_s") / 60).alias("congestion_minutes"),
+            (_double("congested_s") / 60).alias("congestion_minutes"),
         ],
     )
 
@@ -72,7 +87,7 @@ def _weather() -> Measures:
     for measure in WEATHER_MEASURES:
         partials += [
             F.min(measure).alias(f"{measure}_min"),
-            F.sum(measure).alias(f"{measure}_sum"),
+            _exact_sum(measure, f"{measure}_sum"),
             F.count(measure).alias(f"{measure}_n"),
             F.max(measure).alias(f"{measure}_max"),
         ]
@@ -83,11 +98,11 @@ def _weather() -> Measures:
         ]
         final += [
             F.col(f"{measure}_min"),
-            (F.col(f"{measure}_sum") / F.col(f"{measure}_n")).alias(f"{measure}_mean"),
+            (_double(f"{measure}_sum") / F.col(f"{measure}_n")).alias(f"{measure}_mean"),
             F.col(f"{measure}_max"),
         ]
-    partials.append(F.sum("precipitation_mm").alias("rain_mm"))
-    return Measures(partials, [*merged, *_sums("rain_mm")], [*final, F.col("rain_mm")])
+    partials.append(_exact_sum("precipitation_mm", "rain_mm"))
+    return Measures(partials, [*merged, *_sums("rain_mm")], [*final, _double("rain_mm")])
 
 
 def _energy() -> Measures:
@@ -101,7 +116,7 @@ def _energy() -> Measures:
             F.max_by("energy_kwh", "seq").alias("last_kwh"),
             F.max(power).alias("peak_kw"),
             F.max_by("event_time", power).alias("peak_at"),
-            F.sum(power).alias("power_sum"),
+            _exact_sum(power, "power_sum"),
             F.count(power).alias("power_n"),
         ],
         merged=[
@@ -110,11 +125,11 @@ def _energy() -> Measures:
             F.max_by("peak_at", "peak_kw").alias("peak_at"),
         ],
         final=[
-            F.col("kwh_consumed"),
+            _double("kwh_consumed"),
             F.col("peak_kw"),
             F.col("peak_at"),
-            (F.col("power_sum") / F.col("power_n")).alias("mean_kw"),
-            (F.col("power_sum") / F.col("power_n") / F.col("peak_kw")).alias("load_factor"),
+            (_double("power_sum") / F.col("power_n")).alias("mean_kw"),
+            (_double("power_sum") / F.col("power_n") / F.col("peak_kw")).alias("load_factor"),
         ],
     )
 
@@ -133,7 +148,8 @@ MEASURES = {"traffic": _traffic, "weather": _weather, "energy": _energy}
 
 
 def daily_aggregates(clean: DataFrame, sensor_type: str) -> DataFrame:
-    """All four slices (sensor/district x hour/day) of one day's clean table."""
+    """All four slices (sensor/district x hour/day) of one day's clean table, unordered
+    (the table is written in `ORDER`)."""
     measures = MEASURES[sensor_type]()
     hours = clean.groupBy(
         "district", "sensor_id", F.date_trunc("hour", "event_time").alias("hour")
@@ -157,4 +173,4 @@ def daily_aggregates(clean: DataFrame, sensor_type: str) -> DataFrame:
         F.when(by_day, F.col("_day")).otherwise(F.col("hour")).alias("period_start"),
         F.col("readings").cast("long").alias("readings"),
         *measures.final,
-    ).orderBy("level", "granularity", "district", "sensor_id", "period_start")
+    )

@@ -23,6 +23,9 @@ SENSOR = "_sensor"
 SENSOR_RANGE = "_sensor_range"
 UNKNOWN_SENSOR = "_unknown_sensor_id"
 SENSOR_STRINGS = ("sensor_id", "sensor_type")
+ORDER = ("sensor_id", "seq")
+"""The clean table's row order (and its rejects'): a sensor's readings together, in the
+order it read them; a key is there once."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +150,10 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     """Deduplicate (the lowest offset wins), then split into clean rows and rejects.
 
     Rows are judged and numbered by sensor before the one shuffle (by ranges of those
-    numbers, see `balance`; the only exchange of full rows in the batch layer); after it,
-    one sort serves the dedup window and the output order, `(sensor_id, seq)` within each
-    part, which the checks' sequence figures rely on (see `profile`); the registry's
-    strings are joined last (a broadcast). An unknown sensor keeps its id in
+    numbers, see `balance`; besides the exchange to the task that writes the table, see
+    `tables.write_partition`, the only exchange of full rows in the batch layer); after it,
+    one sort serves the dedup window; the registry's strings are joined last (a
+    broadcast). The table is written in `ORDER`. An unknown sensor keeps its id in
     `UNKNOWN_SENSOR` (null for every known one) so its rows are still deduplicated and
     counted. Rejects are rare, so instead of caching the judged day for a second output,
     `rejected_rows` recomputes them when the first pass saw any.

@@ -1,9 +1,8 @@
 """landing -> raw: a day's micro-batch files compacted into one table.
 
-Large landing files (the worker wrote big segments: a catch-up, a backfill) are already
-what a table's row groups should be, so their row groups are copied as they are, in Kafka
-partition and offset order, without decoding a value; a day of small segments (the live
-trickle) is rewritten by Spark into large row groups instead.
+The executors read the day's landing files (small segments of the live trickle or big
+ones of a catch-up, of one Parquet schema or several) and one task writes them as the
+table, in Kafka partition and offset order: large row groups, whatever the segments were.
 """
 
 from __future__ import annotations
@@ -11,20 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from smartcity.lake import Lake
 from smartcity.layout import landing_dir, landing_offsets
 from smartcity_dagster.spark import spark_url
-from smartcity_dagster.tables import TableWrite, copy_partition, write_partition
+from smartcity_dagster.tables import TableWrite, write_partition
 from smartcity_stream.landing import landing_schema
 
-COPY_MIN_ROWS = 32_768
-"""Mean rows per landing file from which its row groups are kept as they are: groups of
-this size are many 4,096-row batches of the vectorised reader and compress as well as
-larger ones; smaller files are rewritten."""
+ORDER = ("kafka_partition", "kafka_offset")
 
 
 @dataclass(frozen=True, order=True)
@@ -55,42 +50,21 @@ def read_landing(spark: Any, lake: Lake, sensor_type: str, files: list[LandedFil
     return spark.read.parquet(*(spark_url(lake, f.key) for f in files)).select(*schema.names)
 
 
-def copies_as_is(lake: Lake, files: list[LandedFile]) -> bool:
-    """Whether the files' row groups can be the table's: large enough and of one Parquet
-    schema (row groups can only be concatenated into a file of one schema; the footers are
-    read with pyarrow, no JVM call per file)."""
-    if not files:
-        return False
-    mean_rows = sum(f.last - f.first + 1 for f in files) / len(files)
-    if mean_rows < COPY_MIN_ROWS:
-        return False
-    schemas = []
-    for landed in files:
-        with lake.filesystem.open_input_file(lake.path(landed.key)) as source:
-            schemas.append(pq.ParquetFile(source).schema)
-    return all(schema.equals(schemas[0]) for schema in schemas)
-
-
 def compact(spark: Any, lake: Lake, sensor_type: str, day: str, asset: str) -> TableWrite:
-    """Write the day's raw table: large landing files copied row group by row group in
-    offset order; otherwise Spark sorts each task's share by `(kafka_partition,
-    kafka_offset)` and writes it, without a shuffle (a global sort would move every row once
-    more only to order a table nobody reads in offset order: `clean` deduplicates by key and
-    the offsets stay in the rows)."""
-    files = landed_files(lake, sensor_type, day)
-    if copies_as_is(lake, files):
-        return copy_partition(spark, lake, [f.key for f in files], asset, day)
-    landing = read_landing(spark, lake, sensor_type, files)
-    return write_partition(
-        landing.sortWithinPartitions("kafka_partition", "kafka_offset"), lake, asset, day
-    )
+    """Write the day's raw table in `(kafka_partition, kafka_offset)` order: one task reads
+    the files, sorts their rows (offsets are unique per Kafka partition, so a re-run writes
+    the same file) and writes them; an exchange would only copy the rows once more."""
+    landing = read_landing(spark, lake, sensor_type, landed_files(lake, sensor_type, day))
+    return write_partition(landing, lake, asset, day, ORDER, exchange=False)
 
 
 def partition_ranges(spark: Any, lake: Lake, raw: TableWrite) -> dict[str, dict[str, int]]:
     """Per Kafka partition: first and last offset and rows (the asset's metadata).
 
-    From the footer's statistics when every row group holds one Kafka partition (always so
-    for copied landing files); otherwise one aggregate over the table's two columns."""
+    From the footer's statistics when every row group holds one Kafka partition (a day of
+    one partition, or row groups that happen to end where one does); otherwise one
+    aggregate over the table's two columns on the executors, of which the driver collects
+    a row per Kafka partition."""
     ranges = _footer_ranges(raw)
     if ranges is None:
         rows = (
