@@ -2,7 +2,9 @@
 
 The environment switch lives here and only here: the lake URI decides local folder or S3
 (and then Dagster gets dagster-aws's `S3Resource` for the same endpoint), the Spark master
-decides local mode or a cluster.
+decides local mode or a cluster. A cluster's settings are checked here, when the definitions
+load (`spark_config`): a master that does not answer, or executors without a Python, stops
+`smartcity materialize` with one line before any run starts.
 """
 
 from __future__ import annotations

@@ -3,18 +3,26 @@
 Executors read and write the lake themselves: a local lake is a `file://` URL, an S3 lake an
 `s3a://` URL through Hadoop's S3A connector (jars resolved by Maven), so no table's data
 passes through the driver.
+
+On a cluster the platform does not own, nothing of the project is installed where the
+executors run: their Python (`SMARTCITY_SPARK_EXECUTOR_PYTHON`) has numpy, pandas and pyarrow
+only. The driver sends them what a run needs: the project's code as one zip
+(`spark.submit.pyFiles`, see `shipping`) and the S3A jars it resolved with Maven
+(`spark.jars`), so no worker runs Maven or pip.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from urllib.parse import urlsplit
 
 from smartcity.lake import Lake
 from smartcity.services.jvm import classpath
-from smartcity.settings import Settings
+from smartcity.settings import Settings, SettingsError
 from smartcity_dagster.class_archive import driver_options
+from smartcity_dagster.shipping import code_zip
 
 LOCAL_DRIVER_JVM_OPTIONS = " ".join(
     [
@@ -64,6 +72,10 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # The driver listens and advertises on loopback only, with a cluster too: the
+        # platform's clusters run on this machine, and no traffic of a run leaves it.
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
     }
     if settings.spark_master.startswith("local"):
         # Python workers must be this interpreter (the project's venv), which Spark only
@@ -77,11 +89,58 @@ def spark_config(settings: Settings) -> dict[str, str]:
         # a day's sort buffers (GC threads: about 10 CPU-s of a bench run down to 3).
         config["spark.memory.offHeap.enabled"] = "true"
         config["spark.memory.offHeap.size"] = settings.spark_offheap_memory
-        config["spark.driver.host"] = "127.0.0.1"
-        config["spark.driver.bindAddress"] = "127.0.0.1"
+    else:
+        config.update(_cluster_config(settings))
     if urlsplit(settings.lake_uri).scheme == "s3":
         config.update(_s3a_config(settings))
     return config
+
+
+MASTER_TIMEOUT_S = 5.0
+"""How long the driver waits for a cluster's master to accept a connection before it stops:
+Spark itself would retry for minutes."""
+
+
+def _cluster_config(settings: Settings) -> dict[str, str]:
+    """A cluster's executors: their Python and the project's code, shipped from here.
+
+    The settings are checked first, each failure one line that names its variable:
+    executors without a Python, a master that does not answer.
+    """
+    master = settings.spark_master
+    if not settings.spark_executor_python:
+        raise SettingsError(
+            f"SMARTCITY_SPARK_EXECUTOR_PYTHON is not set: the executors of {master} need a "
+            "Python 3.11 with numpy, pandas and pyarrow"
+        )
+    check_master(master)
+    # pyspark names the Python of every task it sends after the driver's PYSPARK_PYTHON (a
+    # driver started from Python reads no property for it); the property says the same to
+    # spark-submit and to whoever reads the configuration.
+    os.environ["PYSPARK_PYTHON"] = settings.spark_executor_python
+    code = str(code_zip())
+    return {
+        "spark.pyspark.python": settings.spark_executor_python,
+        # Served by the driver to each executor and put first on its Python workers' path.
+        "spark.submit.pyFiles": code,
+    }
+
+
+def check_master(master: str) -> None:
+    """Raise a one-line `SettingsError` unless a master of `master` (spark://host:port,
+    several comma-separated for a standby master) accepts a connection."""
+    parts = urlsplit(master)
+    if parts.scheme != "spark":
+        return  # YARN or Kubernetes: their own clients report an unreachable cluster
+    addresses = parts.netloc.split(",")
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=MASTER_TIMEOUT_S):
+                return
+        except (OSError, ValueError):
+            continue
+    raise SettingsError(f"SMARTCITY_SPARK_MASTER {master}: no Spark master answers there")
 
 
 ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
@@ -91,6 +150,11 @@ def _s3a_config(settings: Settings) -> dict[str, str]:
     """S3A's endpoint and jars, and where it takes its keys from: the JVM's environment
     (`s3a_credentials_env`), never a Spark property, because the Spark properties are the
     pyspark resource's configuration, which Dagster's UI and GraphQL show."""
+    if not (s3a_credentials_env(settings) or os.environ.keys() >= CREDENTIAL_VARIABLES):
+        raise SettingsError(
+            f"SMARTCITY_S3_ACCESS_KEY and SMARTCITY_S3_SECRET_KEY are not set: the lake "
+            f"{settings.lake_uri} needs them"
+        )
     endpoint = urlsplit(settings.s3_endpoint) if settings.s3_endpoint else None
     config = {
         "spark.jars": classpath("spark-s3a").replace(os.pathsep, ","),
@@ -106,6 +170,9 @@ def _s3a_config(settings: Settings) -> dict[str, str]:
         config["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.scheme == "https")
     os.environ.update(s3a_credentials_env(settings))
     return config
+
+
+CREDENTIAL_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def s3a_credentials_env(settings: Settings) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import typer
@@ -13,8 +14,14 @@ from smartcity.cli_support import friendly_errors, settings_or_exit
 from smartcity.kafka import cluster_metadata
 from smartcity.lake import Lake
 from smartcity.registry import RegistryFollower
-from smartcity_stream.rules import RuleConfig
-from smartcity_stream.worker import StreamWorker, WorkerOptions
+from smartcity_stream.rule_file import load_rules
+from smartcity_stream.worker import (
+    GROUP_ID,
+    Fenced,
+    PartitionsLost,
+    StreamWorker,
+    WorkerOptions,
+)
 
 
 @friendly_errors
@@ -42,6 +49,16 @@ def stream(
     ),
     metrics_host: str = typer.Option("127.0.0.1", help="Address of /metrics and /healthz."),
     metrics_port: int = typer.Option(9108, min=0, max=65535, help="Port (0: a free one)."),
+    session_timeout: float = typer.Option(
+        WorkerOptions.session_timeout_s,
+        min=6,
+        max=1800,
+        help="Seconds without a heartbeat before the group gives this worker's partitions "
+        "to the others.",
+    ),
+    group_id: str = typer.Option(
+        GROUP_ID, help="Consumer group: the workers of one group share the partitions."
+    ),
     worker_id: str = typer.Option(
         None,
         help="A stable name: names the live state and makes the worker a static group member, "
@@ -61,13 +78,21 @@ def stream(
         until_idle_s=until_idle,
         metrics_host=metrics_host,
         metrics_port=metrics_port,
-        rules=RuleConfig.load(rules),
+        rules=load_rules(rules),
+        group_id=group_id,
+        session_timeout_s=session_timeout,
         **({"worker_id": worker_id, "static_member": True} if worker_id else {}),
     )
     registry = RegistryFollower.start(Lake.from_settings(settings), settings.registry_refresh_s)
     worker = StreamWorker(settings, registry.current.active_sensors(), options, registry)
     worker.install_signal_handlers()
-    totals = worker.run()
+    try:
+        totals = worker.run()
+    except (Fenced, PartitionsLost) as error:
+        # Not a fault to fix: the group moved on while this worker was away. One line, and
+        # an exit code a supervisor restarts on; the restart replays from the last commit.
+        print(f"stream worker stopped: {error}", file=sys.stderr)
+        raise typer.Exit(code=3) from None
     table = Table("consumed", "landed", "dead letters", "anomalies", "late", "files", "rounds")
     table.add_row(
         *(

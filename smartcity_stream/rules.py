@@ -17,58 +17,58 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from smartcity_stream.columns import Readings
 from smartcity_stream.windows import Window, WindowView
 
 
-class RuleConfig(BaseModel):
-    """Thresholds of every rule; load overrides from a JSON file with `RuleConfig.load`."""
+@dataclass(frozen=True, kw_only=True)
+class RuleConfig:
+    """Thresholds of every rule.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    A plain frozen dataclass, not a pydantic model: Spark's executors build these rules for
+    the batch layer, and their Python has numpy, pandas and pyarrow but not this project's
+    other dependencies. A rules file is validated when it is read, by
+    `smartcity_stream.rule_file.load_rules`, where pydantic is at hand.
+    """
 
-    severe_congestion_speed_kmh: float = Field(25.0, description="window mean speed below")
+    # What a validator (pydantic's TypeAdapter) reads: a key that is no threshold is a typo.
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
+
+    severe_congestion_speed_kmh: float = 25.0  # window mean speed below
     severe_congestion_levels: tuple[str, ...] = ("high", "severe")
-    severe_congestion_occupancy_pct: float = Field(
-        50.0, description="and window mean occupancy above (rush hour on a small road is not)"
-    )
-    high_volume_capacity_factor: float = Field(
-        1.3,
-        description="recent flow above this multiple of the road's capacity "
-        "(rush hour peaks at about 1.2)",
-    )
-    flow_recent_s: float = Field(120.0, description="time constant of the recent flow")
+    # and window mean occupancy above (rush hour on a small road is not)
+    severe_congestion_occupancy_pct: float = 50.0
+    # recent flow above this multiple of the road's capacity (rush hour peaks at about 1.2)
+    high_volume_capacity_factor: float = 1.3
+    flow_recent_s: float = 120.0  # time constant of the recent flow
     speed_low_kmh: float = 15.0
     speed_high_kmh: float = 120.0
-    speed_limit_factor: float = Field(1.5, description="mean speed above this times the limit")
-    speed_min_vehicles: int = Field(3, description="speeds of fewer vehicles are noise")
-    speed_low_max_occupancy_pct: float = Field(
-        15.0, description="slow is odd only on a free road: occupancy below this"
-    )
+    speed_limit_factor: float = 1.5  # mean speed above this times the limit
+    speed_min_vehicles: int = 3  # speeds of fewer vehicles are noise
+    speed_low_max_occupancy_pct: float = 15.0  # slow is odd only on a free road
     temperature_min_c: float = -25.0
     temperature_max_c: float = 42.0
     humidity_min_pct: float = 1.0
-    temperature_jump_c: float = Field(8.0, description="change between consecutive readings")
-    energy_spike_factor: float = Field(2.0, description="power above this times the baseline")
-    energy_baseline_alpha: float = Field(0.01, gt=0, le=1)
+    temperature_jump_c: float = 8.0  # change between consecutive readings
+    energy_spike_factor: float = 2.0  # power above this times the baseline
+    energy_baseline_alpha: float = 0.01  # in (0, 1]
     energy_baseline_warmup: int = 30
     voltage_tolerance_pct: float = 10.0
-    stuck_for_s: float = Field(600.0, description="identical readings for this long")
-    stuck_min_readings: int = Field(5, description="and at least this many of them")
+    stuck_for_s: float = 600.0  # identical readings for this long
+    stuck_min_readings: int = 5  # and at least this many of them
     zscore_threshold: float = 6.0
-    zscore_alpha: float = Field(0.01, gt=0, le=1)
+    zscore_alpha: float = 0.01  # in (0, 1]
     zscore_warmup: int = 120
-    episode_gap_s: float = Field(120.0, description="a quieter gap than this ends an anomaly")
+    episode_gap_s: float = 120.0  # a quieter gap than this ends an anomaly
 
-    @classmethod
-    def load(cls, path: Path | None) -> RuleConfig:
-        return cls.model_validate(orjson.loads(path.read_bytes())) if path else cls()
+    def __post_init__(self) -> None:
+        for name in ("energy_baseline_alpha", "zscore_alpha"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be above 0 and at most 1")
 
 
 MAIN_MEASURE = {"traffic": "vehicle_count", "weather": "temperature_c", "energy": "power_kw"}

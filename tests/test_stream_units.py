@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartcity.contract import ContractError, ReadingDecoder, validate_reading
+from smartcity_stream.rule_file import load_rules
 from smartcity_stream.rules import RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
 from smartcity_stream.worker import _coordinator_away
@@ -152,10 +153,10 @@ class TestRules:
     def test_rules_load_from_a_file_and_reject_unknown_keys(self, tmp_path) -> None:
         path = tmp_path / "rules.json"
         path.write_text('{"speed_high_kmh": 90}')
-        assert RuleConfig.load(path).speed_high_kmh == 90
+        assert load_rules(path).speed_high_kmh == 90
         path.write_text('{"speed_limit": 90}')
         with pytest.raises(ValueError):
-            RuleConfig.load(path)
+            load_rules(path)
 
 
 numbers = st.one_of(

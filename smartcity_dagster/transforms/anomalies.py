@@ -7,7 +7,7 @@ the two sources means the stream saw something else (late data, a restart), not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -28,11 +28,23 @@ def detect_batch(
 ) -> DataFrame:
     """Re-run the stream's rules over a day's clean rows, one sensor per group."""
     schema = clean.sparkSession.createDataFrame(ANOMALY_SCHEMA.empty_table()).schema
+    return clean.groupBy("sensor_id").applyInPandas(sensor_detector(sensors, config), schema)
+
+
+def sensor_detector(
+    sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """What Spark pickles and runs on the executors: one sensor's rows to its anomalies.
+
+    A cluster's executors do not have this project installed, only numpy, pandas, pyarrow
+    and the zip of the shipped packages (`smartcity_dagster.shipping`): this function, this
+    module and the stream's rules, windows and columns import nothing else.
+    """
 
     def per_sensor(rows: pd.DataFrame) -> pd.DataFrame:
         return anomaly_table(_detect_sensor(rows, sensors, config)).to_pandas()
 
-    return clean.groupBy("sensor_id").applyInPandas(per_sensor, schema)
+    return per_sensor
 
 
 def _detect_sensor(
