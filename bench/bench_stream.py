@@ -8,6 +8,11 @@ before and the worker's idle wait after are in neither. Prints messages/s for bo
 ratio. Then runs a worker beside `smartcity simulate` live at
 2,100 msgs/s with a high anomaly rate and prints p50/p99 of detection time minus event time,
 read from the anomalies topic. Run: `make bench` or `python -m bench.bench_stream`.
+
+`--workers 1,2,3` instead measures how the group scales: for each N, N `smartcity stream`
+processes in one consumer group over the same preloaded backlog (fresh topics each time),
+timed from the first offset commit to the one that covers the whole backlog (and from the
+spawn, start-up and group join included).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from datetime import datetime
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from bench.bench_simulator import broker, fresh_topics, simulation
 from simulator.producer import ReadingProducer
 from simulator.registry import build_registry, registry_table
 from smartcity.kafka import client_config
-from smartcity.registry import sensors_by_id
+from smartcity.lake import Lake
+from smartcity.registry import import_registry, sensors_by_id
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream.worker import StreamWorker, WorkerOptions
 
@@ -147,6 +153,50 @@ def live_latency(settings: Settings, lake: Path, seconds: int, anomaly_rate: flo
     return sorted(latencies)
 
 
+def group_rate(settings: Settings, lake: Path, workers: int, messages: int) -> tuple[float, float]:
+    """Seconds from the first commit to the last, and from the spawn to the last, for
+    `workers` worker processes of one group draining a backlog of `messages`."""
+    topics = fresh_topics(settings)
+    loaded = preload(topics, messages)
+    local = topics.model_copy(update={"lake_uri": lake.as_uri()})
+    import_registry(Lake.from_settings(local), registry_table(build_registry()))
+    group = f"bench-group-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "SMARTCITY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "SMARTCITY_TOPIC_PREFIX": topics.topic_prefix,
+        "SMARTCITY_LAKE_URI": lake.as_uri(),
+    }
+    command = [str(Path(sys.executable).parent / "smartcity"), "stream", "--group-id", group]
+    command += ["--until-idle", str(IDLE_S), "--metrics-port", "0"]
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(workers)
+    ]
+    watcher = Consumer(client_config(settings, **{"group.id": group}))
+    partitions = [
+        TopicPartition(topics.reading_topic(t), p)
+        for t in SENSOR_TYPES
+        for p in range(topics.topic_partitions)
+    ]
+    first = None
+    while True:
+        committed = sum(max(tp.offset, 0) for tp in watcher.committed(partitions, timeout=30))
+        now = time.perf_counter()
+        if committed and first is None:
+            first = now
+        if committed >= loaded:
+            break
+        time.sleep(0.05)
+    watcher.close()
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr.decode()[-2000:]
+    assert first is not None
+    return now - first, now - started
+
+
 def _seconds(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -167,7 +217,14 @@ def main(argv: list[str] | None = None) -> None:
         default=20.0,
         help="planted anomalies per sensor and hour in the live run (more: a steadier p99)",
     )
+    parser.add_argument(
+        "--workers",
+        help="comma-separated worker counts (1,2,3): measure the group's scaling instead",
+    )
     args = parser.parse_args(argv)
+    if args.workers:
+        scaling(args.messages, [int(n) for n in args.workers.split(",")])
+        return
     with broker() as settings, tempfile.TemporaryDirectory(prefix="smartcity-lake-") as lake:
         topics = fresh_topics(settings)
         loaded = preload(topics, args.messages)
@@ -188,6 +245,18 @@ def main(argv: list[str] | None = None) -> None:
         f"live 2,100/s  : {len(latencies)} anomalies, event-to-anomaly p50 {p50:.0f} ms, "
         f"p99 {p99:.0f} ms (target p99 < 250 ms)"
     )
+
+
+def scaling(messages: int, counts: list[int]) -> None:
+    print(f"{os.cpu_count()} cores; backlog of {messages:,} readings per run")
+    with broker() as settings:
+        for workers in counts:
+            with tempfile.TemporaryDirectory(prefix="smartcity-lake-") as lake:
+                busy, whole = group_rate(settings, Path(lake), workers, messages)
+            print(
+                f"{workers} worker(s): {messages / busy:>9,.0f} msgs/s first to last commit "
+                f"({busy:6.2f} s), {messages / whole:>9,.0f} msgs/s from the spawn ({whole:6.2f} s)"
+            )
 
 
 if __name__ == "__main__":

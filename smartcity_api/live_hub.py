@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -48,6 +48,9 @@ BATCH = 1000
 METADATA_TIMEOUT_S = 2.0
 RETRY_S = 5.0
 """How often the thread looks again for topics (or a broker) it has not found yet."""
+SEEN_ANOMALIES = 100_000
+"""How many anomaly ids the feed remembers to drop repeats: a replayed range (a worker's
+restart, a rebalance) publishes the same deterministic ids again, well within this many."""
 KEEP_ALIVE = b": keep-alive\n\n"
 LINE_BREAKS = (b"\n", b"\r")
 
@@ -64,13 +67,35 @@ def one_line(raw: bytes, parsed: object) -> bytes:
     return orjson.dumps(parsed) if any(b in raw for b in LINE_BREAKS) else raw
 
 
-def anomaly_event(raw: bytes) -> bytes | None:
-    """The anomaly message as an `anomaly` event, or None when it is not a JSON object."""
+class SeenIds:
+    """The last `limit` anomaly ids the feed delivered, oldest forgotten first."""
+
+    def __init__(self, limit: int = SEEN_ANOMALIES) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._limit = limit
+
+    def first_time(self, anomaly_id: object) -> bool:
+        """Whether `anomaly_id` is new (a message without a string id always is), noting it."""
+        if not isinstance(anomaly_id, str):
+            return True
+        if anomaly_id in self._ids:
+            return False
+        self._ids[anomaly_id] = None
+        if len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+        return True
+
+
+def anomaly_event(raw: bytes, seen: SeenIds) -> bytes | None:
+    """The anomaly message as an `anomaly` event, or None when it is not a JSON object or its
+    `anomaly_id` was delivered before."""
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    return sse(b"anomaly", one_line(raw, parsed)) if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict) or not seen.first_time(parsed.get("anomaly_id")):
+        return None
+    return sse(b"anomaly", one_line(raw, parsed))
 
 
 class Coalescer:
@@ -132,6 +157,7 @@ class KafkaFeed:
         self.settings = settings
         self.deliver = deliver
         self.coalescer = Coalescer()
+        self.seen = SeenIds()
         self.anomalies = settings.topic("anomalies")
         self.topics = [settings.reading_topic(t) for t in SENSOR_TYPES] + [self.anomalies]
         self._stop = threading.Event()
@@ -211,7 +237,7 @@ class KafkaFeed:
             if message.error() is not None or raw is None:
                 continue
             if message.topic() == self.anomalies:
-                event = anomaly_event(raw)
+                event = anomaly_event(raw, self.seen)
                 if event is not None:
                     events.append(event)
             else:

@@ -5,21 +5,34 @@ messages when behind), and its messages go straight through detection: decode an
 every message (bad ones to the dead-letter topic with the reason), windows, rules, anomalies
 published, live state. The valid rows then wait in a buffer per topic-partition
 (`smartcity_stream.buffer`) until a landing round is due (`land_messages` in all, or the
-oldest waited `land_after_s`). A round, per partition: write the buffered offset range as
-the intent into the progress manifest, land the rows as Parquet files named by their
+oldest waited `land_after_s`). A round, per partition: commit the buffered offset range as
+the intent in the committed offset's metadata (fenced: below), write it with the names of
+its files into the progress manifest too, land the rows as Parquet files named by their
 offsets, wait until every dead letter and anomaly is acknowledged, commit the offsets
-synchronously, and only then record the new progress. Rounds run one at a time on a
-landing thread, so detection never waits for the lake (an object store takes a round trip
-per write), except when a round is due while the previous one still runs; only the commit
-is made on the consuming thread, between two consumes.
+synchronously, and only then record the new progress. Rounds run one at a time on a landing
+thread, so detection never waits for the lake (an object store takes a round trip per
+write), except when a round is due while the previous one still runs; the commits are made
+on the consuming thread, between two consumes.
 
 A crash anywhere before the commit replays from the last committed offset, and detection
 state, being in memory, starts again with it: anomalies and dead letters of the replayed
-range are published again (an anomaly keeps its id), rows are not landed twice. A worker
-taking a partition with an intent over holds its messages back until it has that exact
-range, then detects and lands it at once, so the replay rewrites the same file names. A
-rebalance lands what the revoked partitions have in hand before they go; SIGTERM and
-`--until-idle` land everything in hand before the worker leaves.
+range are published again (an anomaly keeps its id, so readers deduplicate it), rows are not
+landed twice. A worker taking a partition with an intent over holds its messages back until
+it has that exact range, then detects and lands it at once, so the replay rewrites the same
+file names. A rebalance lands what the revoked partitions have in hand before they go;
+SIGTERM and `--until-idle` land everything in hand before the worker leaves.
+
+Fencing (`smartcity_stream.progress`, the owner mark): the intent and an owner epoch live
+in the metadata of the partition's committed offset, so writing an intent is an offset
+commit, which the broker accepts only from a member of the group's current generation. On
+assignment a worker reads the mark, takes its intent to replay, and claims the partition by
+committing the same offset with the epoch plus one; its manifests go to that epoch's own
+object. A worker that lost its partitions without noticing (paused past its session while
+the group gave them to another member) is refused at its next commit, intent or offsets,
+lands nothing more and stops (`Fenced`): a restart joins the group afresh. Resumed between
+an accepted intent and its files, it can only rewrite the files of that same range with the
+same rows, which the new owner replays identically; its late manifests go to its old
+epoch's object, which no reader takes.
 """
 
 from __future__ import annotations
@@ -71,7 +84,13 @@ from smartcity_stream.landing import (
     write_files,
 )
 from smartcity_stream.live import LiveSnapshot, LiveState, latest_per_sensor
-from smartcity_stream.progress import PartitionProgress, load_progress, save_progress
+from smartcity_stream.progress import (
+    OwnerMark,
+    PartitionProgress,
+    drop_older_manifests,
+    load_progress,
+    save_progress,
+)
 from smartcity_stream.rules import MEASURES, Finding, RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows, WindowView
 
@@ -101,6 +120,10 @@ class WorkerOptions:
     group_id: str = GROUP_ID
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     static_member: bool = False
+    # Kafka's default: long enough to ride out a broker's SIGKILL (the controller fences it
+    # after 9 s, then the group's coordinator moves and loads it); a shorter session makes
+    # every member lose its partitions then. A dead worker's partitions wait this long.
+    session_timeout_s: float = 45.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     rules: RuleConfig = field(default_factory=RuleConfig)
@@ -124,9 +147,15 @@ class WrittenRound:
     sizes: dict[TopicPartitionKey, int]
     started: float
 
-    def offsets(self) -> list[TopicPartition]:
-        """The offsets to commit: each partition's next after its range."""
-        return [TopicPartition(t, p, b.last_offset + 1) for (t, p), b in self.buffers.items()]
+    def offsets(self, progress: dict[TopicPartitionKey, PartitionProgress]) -> list[TopicPartition]:
+        """The offsets to commit: each partition's next after its range, under its owner's
+        epoch and without intent."""
+        return [
+            TopicPartition(
+                t, p, b.last_offset + 1, metadata=OwnerMark(progress[(t, p)].epoch).encode()
+            )
+            for (t, p), b in self.buffers.items()
+        ]
 
 
 @dataclass
@@ -151,9 +180,16 @@ class DeliveryFailed(RuntimeError):
 
 class PartitionsLost(RuntimeError):
     """The group took partitions away without a rebalance (the session expired) while rows
-    of theirs were detected but not landed: nothing can be committed for them any more, and
-    the windows and baselines already hold those rows, so the worker stops; a restart replays
-    them from the last commit with its state starting there too."""
+    of theirs were detected but not landed or committed: nothing can be committed for them
+    any more (the broker refuses it: module docstring, fencing), and the windows and
+    baselines already hold those rows, so the worker stops; a restart replays them from the
+    last commit with its state starting there too."""
+
+
+class Fenced(RuntimeError):
+    """The group gave this worker's partitions to another member (its session expired while
+    it was paused or cut off): the broker refused its commit, so it lands nothing more and
+    stops; a restart joins the group again and replays from the last commit."""
 
 
 class StreamWorker:
@@ -188,6 +224,7 @@ class StreamWorker:
         self._lander = ThreadPoolExecutor(1, thread_name_prefix="landing")
         self._writers = ThreadPoolExecutor(LAKE_WRITERS, thread_name_prefix="lake-write")
         self._round: Future[WrittenRound | None] | None = None
+        self._manifest_written: set[TopicPartitionKey] = set()
         self._live_writer = ThreadPoolExecutor(1, thread_name_prefix="live")
         self._live_write: Future[None] | None = None
         self.stopping = False
@@ -206,7 +243,7 @@ class StreamWorker:
                     "max.poll.interval.ms": 900_000,
                     "fetch.max.bytes": 104_857_600,
                     "queued.max.messages.kbytes": 262_144,
-                    "session.timeout.ms": 10_000,
+                    "session.timeout.ms": int(options.session_timeout_s * 1000),
                     **({"group.instance.id": options.worker_id} if options.static_member else {}),
                 },
             )
@@ -332,11 +369,40 @@ class StreamWorker:
         self._last_message_at = time.monotonic()
         self._assigned_once = self._assigned_once or bool(partitions)
         log.info("assigned %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions))
-        for tp in partitions:
+        if partitions:
+            self._claim(partitions)
+
+    def _claim(self, partitions: list[TopicPartition]) -> None:
+        """Take the partitions over: the committed offset and its owner mark from the broker,
+        the files and watermark from the newest manifest; then commit the same offset under
+        a higher epoch, which the previous owner's commits can never overtake."""
+        committed = self._retry_commit_call(lambda: self.consumer.committed(partitions, 30))
+        claims = []
+        for tp in committed:
             key = (tp.topic, tp.partition)
-            progress = self.progress[key] = load_progress(self.lake, tp.topic, tp.partition)
-            if progress.pending_first is not None and progress.pending_last is not None:
-                self.intents[key] = (progress.pending_first, progress.pending_last)
+            mark = OwnerMark.decode(tp.metadata)
+            progress = load_progress(self.lake, tp.topic, tp.partition)
+            progress.epoch = max(mark.epoch, progress.epoch) + 1
+            progress.owner = self.options.worker_id
+            progress.committed_offset = tp.offset if tp.offset >= 0 else self._log_start(tp)
+            progress.take_over()
+            self.progress[key] = progress
+            if mark.pending is not None:
+                self.intents[key] = mark.pending
+            claims.append(
+                TopicPartition(
+                    tp.topic,
+                    tp.partition,
+                    progress.committed_offset,
+                    metadata=OwnerMark(progress.epoch, mark.pending).encode(),
+                )
+            )
+        self._commit_marks(claims)
+
+    def _log_start(self, tp: TopicPartition) -> int:
+        """Where a partition that has no commit yet starts (`auto.offset.reset=earliest`)."""
+        low, _ = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), 30)
+        return max(low, 0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A rebalance takes partitions away: what they have in hand lands and is committed
@@ -352,11 +418,13 @@ class StreamWorker:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         unlanded = self.buffers.take(keys)
         self._forget(keys)
-        if unlanded:
-            raise PartitionsLost(f"{len(unlanded)} partitions lost with rows not landed")
+        if unlanded or self._round is not None:
+            names = ", ".join(f"{t}/{p}" for t, p in keys)
+            raise PartitionsLost(f"partitions {names} lost with rows not landed or committed")
 
     def _forget(self, keys: list[TopicPartitionKey]) -> None:
         for key in keys:
+            self._manifest_written.discard(key)
             self.progress.pop(key, None)
             self.intents.pop(key, None)
             self.held.pop(key, None)
@@ -458,14 +526,18 @@ class StreamWorker:
     def _start_round(self) -> None:
         """Hand every buffer to the landing thread, so detection goes on while the lake and
         the broker answer; a round still running is finished first (one round at a time
-        keeps commits in order and what waits in memory bounded).
+        keeps commits in order and what waits in memory bounded). Its intents are committed
+        here first: commits stay on this thread (from the landing thread, a synchronous
+        commit was seen to wait out minutes while this thread consumed).
 
         Only for a round due by age (the worker keeps up, a reading's latency counts): a
         round due by size (the worker is behind) lands on this thread, since a landing
         thread and its writers contending for the GIL with detection cost the consuming
         thread a quarter of its rate."""
         self._finish_round()
-        self._round = self._lander.submit(self._write_round, self.buffers.take())
+        buffers = self.buffers.take()
+        self._commit_intents(buffers)
+        self._round = self._lander.submit(self._write_round, buffers)
 
     def _finish_round(self) -> None:
         """Take the round in flight, if any, through to its end."""
@@ -474,15 +546,12 @@ class StreamWorker:
 
     def _step_round(self) -> None:
         """Wait for the round's current step (its failure is the worker's). Once its files
-        are durable, commit it here and record its progress on the landing thread.
-
-        The commit stays on the consuming thread: from the landing thread, a synchronous
-        commit was seen to wait out minutes while this thread consumed."""
+        are durable, commit it here and record its progress on the landing thread."""
         assert self._round is not None
         running, self._round = self._round, None
         written = running.result()
         if written is not None:
-            self._commit(written.offsets())
+            self._commit(written.offsets(self.progress))
             self._round = self._lander.submit(self._record_round, written)
 
     def land(self, tps: list[TopicPartitionKey] | None = None) -> None:
@@ -491,19 +560,38 @@ class StreamWorker:
         self._finish_round()
         buffers = self.buffers.take(tps)
         if buffers:
+            self._commit_intents(buffers)
             written = self._write_round(buffers)
-            self._commit(written.offsets())
+            self._commit(written.offsets(self.progress))
             self._record_round(written)
+
+    def _commit_intents(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> None:
+        """The fenced step of a round: each range as the intent of its partition's owner
+        mark, at the offset still committed (module docstring)."""
+        self._commit_marks(
+            [
+                TopicPartition(
+                    t,
+                    p,
+                    b.first_offset,
+                    metadata=OwnerMark(
+                        self.progress[(t, p)].epoch, (b.first_offset, b.last_offset)
+                    ).encode(),
+                )
+                for (t, p), b in buffers.items()
+            ]
+        )
 
     def _write_round(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> WrittenRound:
         """The steps of a round before its commit (module docstring); the writes of each
-        step run side by side (an object store answers each after a round trip)."""
+        step run side by side (an object store answers each after a round trip). The intent
+        in the manifest names the files about to land, so whoever finds the range committed
+        but not recorded (the owner died or was fenced in between) records them."""
         started = time.perf_counter()
         plans = {tp: self._plan(tp, buffer) for tp, buffer in buffers.items()}
         for tp, buffer in buffers.items():
-            progress = self.progress[tp]
-            progress.pending_first, progress.pending_last = buffer.first_offset, buffer.last_offset
-        self._durably_each([partial(save_progress, self.lake, self.progress[tp]) for tp in plans])
+            self.progress[tp].intend(buffer.first_offset, buffer.last_offset, plans[tp].files)
+        self._save_manifests(list(plans))
         sizes = self._durably_each(
             [partial(write_files, self.lake, [*p.files, *p.anomaly_files]) for p in plans.values()]
         )
@@ -516,12 +604,9 @@ class StreamWorker:
         for tp, buffer in written.buffers.items():
             progress = self.progress[tp]
             progress.committed_offset = buffer.last_offset + 1
-            progress.pending_first = progress.pending_last = None
             progress.watermark = buffer.watermark or progress.watermark
-            progress.record(written.plans[tp].files)
-        self._durably_each(
-            [partial(save_progress, self.lake, self.progress[tp]) for tp in written.buffers]
-        )
+            progress.settle()
+        self._save_manifests(list(written.buffers))
         for tp, plan in written.plans.items():
             rows = sum(file.table.num_rows for file in plan.files)
             self.totals.landed += rows
@@ -531,6 +616,16 @@ class StreamWorker:
         self.totals.rounds += 1
         self.totals.last_batch_at = time.perf_counter()
         metrics.LANDING_SECONDS.observe(self.totals.last_batch_at - written.started)
+
+    def _save_manifests(self, tps: list[TopicPartitionKey]) -> None:
+        """Each partition's manifest into its epoch's object; the first of an epoch then
+        removes the earlier epochs' objects."""
+        firsts = [tp for tp in tps if tp not in self._manifest_written]
+        self._durably_each([partial(save_progress, self.lake, self.progress[tp]) for tp in tps])
+        self._durably_each(
+            [partial(drop_older_manifests, self.lake, self.progress[tp]) for tp in firsts]
+        )
+        self._manifest_written.update(firsts)
 
     def _plan(self, tp: TopicPartitionKey, buffer: PartitionBuffer) -> LandingPlan:
         """The files of a buffered range: readings named by their own offsets per event
@@ -644,16 +739,35 @@ class StreamWorker:
             raise DeliveryFailed(f"{len(errors)} not delivered: {errors[:3]}")
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
-        """Commit synchronously; while the group coordinator moves or loads (a broker or a
-        static member coming back), retry the same offsets with backoff instead of dying."""
-        for attempt in Retrying(
-            retry=retry_if_exception(_coordinator_away),
-            wait=wait_exponential(multiplier=0.2, max=10),
-            before_sleep=lambda state: log.warning("commit waits: %s", state.outcome.exception()),
-            reraise=True,
-        ):
-            with attempt:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+        """Commit a round's offsets synchronously (see `_commit_marks`)."""
+        self._commit_marks(offsets)
+
+    def _commit_marks(self, offsets: list[TopicPartition]) -> None:
+        """Commit synchronously, owner marks in the metadata; a commit refused because the
+        group moved on without this worker raises `Fenced`."""
+        self._retry_commit_call(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
+
+    def _retry_commit_call(self, call: Callable[[], T]) -> T:
+        """Call the group coordinator; while it moves or loads (a broker or a static member
+        coming back), retry with backoff instead of dying. A refusal that says this worker
+        is no longer the member the group knows is `Fenced`."""
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception(_coordinator_away),
+                wait=wait_exponential(multiplier=0.2, max=10),
+                before_sleep=lambda state: log.warning(
+                    "commit waits: %s", state.outcome.exception()
+                ),
+                reraise=True,
+            ):
+                with attempt:
+                    return call()
+        except KafkaException as error:
+            if _fenced(error):
+                log.error("fenced: the group refused this worker's commit (%s)", error)
+                raise Fenced(f"the group gave this worker's partitions away: {error}") from None
+            raise
+        raise AssertionError("unreachable: Retrying reraises")
 
     def _durably_each(self, writes: list[Callable[[], T]]) -> list[T]:
         """Run lake writes side by side, each retried until it succeeds."""
@@ -723,13 +837,37 @@ _COORDINATOR_AWAY = frozenset(
 )
 
 
+# The member this commit speaks for is not the group's any more (or is being replaced).
+_FENCED = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
+def _cause(error: BaseException) -> KafkaError | None:
+    if not isinstance(error, KafkaException) or not error.args:
+        return None
+    cause = error.args[0]
+    return cause if isinstance(cause, KafkaError) else None
+
+
+def _fenced(error: BaseException) -> bool:
+    cause = _cause(error)
+    return cause is not None and cause.code() in _FENCED
+
+
 def _coordinator_away(error: BaseException) -> bool:
     """A commit failed only because the group coordinator is not reachable yet."""
-    if not isinstance(error, KafkaException) or not error.args:
-        return False
-    cause = error.args[0]
-    return isinstance(cause, KafkaError) and (
-        cause.retriable() or cause.code() in _COORDINATOR_AWAY
+    cause = _cause(error)
+    return (
+        cause is not None
+        and not _fenced(error)
+        and (cause.retriable() or cause.code() in _COORDINATOR_AWAY)
     )
 
 

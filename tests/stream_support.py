@@ -8,17 +8,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+import pyarrow as pa
 import pyarrow.dataset as ds
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from simulator.faults import FAULT_KINDS, INTACT, FaultConfig
 from simulator.registry import build_registry
 from simulator.simulation import Simulation, SimulationConfig
+from smartcity.contract import ContractError, ReadingDecoder
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.layout import LANDING
-from smartcity.registry import import_registry
+from smartcity.registry import import_registry, sensors_by_id
 from smartcity.settings import SENSOR_TYPES, Settings
+from smartcity_stream.progress import OwnerMark
 
 SMARTCITY = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "smartcity")
 INVALID_CODES = {FAULT_KINDS.index(kind) + 1 for kind in FAULT_KINDS[:5]}
@@ -107,12 +111,16 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    settings: Settings, *args: str, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`smartcity stream` with `args`; its stderr piped, or into the file `log` (a worker
+    that runs long logs more than a pipe holds while nobody reads it)."""
     return subprocess.Popen(
         [SMARTCITY, "stream", "--metrics-port", "0", *args],
         env=worker_env(settings),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if log is None else log.open("wb"),
     )
 
 
@@ -155,15 +163,17 @@ def isolated(settings: Settings, name: str) -> Settings:
     return own
 
 
-def consume_all(settings: Settings, topic: str, group_id: str, idle_s: int = 5) -> list[Message]:
-    """Every message of `topic` from the start, until it has been quiet for `idle_s`."""
+def consume_all(
+    settings: Settings, topic: str | list[str], group_id: str, idle_s: int = 5
+) -> list[Message]:
+    """Every message of `topic` (or topics) from the start, until quiet for `idle_s`."""
     consumer = Consumer(
         client_config(
             settings,
             **{"group.id": group_id, "auto.offset.reset": "earliest", "enable.auto.commit": False},
         )
     )
-    consumer.subscribe([topic])
+    consumer.subscribe([topic] if isinstance(topic, str) else topic)
     found: list[Message] = []
     idle = 0
     while idle < idle_s:
@@ -172,3 +182,125 @@ def consume_all(settings: Settings, topic: str, group_id: str, idle_s: int = 5) 
         found += [message for message in batch if message.error() is None]
     consumer.close()
     return found
+
+
+def start_simulator(
+    settings: Settings, seconds: int, rate: int, faults: str, summary: Path
+) -> subprocess.Popen[bytes]:
+    """`smartcity simulate` live for `seconds` at `rate` msgs/s, its summary to `summary`;
+    the default city is in the lake as the registry before it returns (workers need it)."""
+    import_registry(Lake.from_settings(settings), build_registry().table())
+    return subprocess.Popen(
+        [
+            *(SMARTCITY, "simulate", "--duration", f"{seconds}s", "--rate", str(rate)),
+            *("--faults", faults, "--summary", str(summary), "--no-progress"),
+        ],
+        env=worker_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+Coordinate = tuple[str, int, int]  # sensor type, Kafka partition, offset
+
+
+@dataclass
+class LogCensus:
+    """The reading topics as the broker holds them, split the way the worker must split
+    them: valid readings (to land) and the rest (to the dead-letter topic)."""
+
+    valid: dict[Coordinate, tuple[str, int]] = field(default_factory=dict)
+    invalid: set[Coordinate] = field(default_factory=set)
+
+
+def log_census(settings: Settings, group_id: str) -> LogCensus:
+    """Every message of the reading topics, checked as the worker checks it."""
+    decoder = ReadingDecoder()
+    known = set(sensors_by_id(build_registry().table()))
+    types = {settings.reading_topic(t): t for t in SENSOR_TYPES}
+    census = LogCensus()
+    for message in consume_all(settings, list(types), group_id):
+        where = (types[message.topic()], message.partition(), message.offset())
+        try:
+            reading = decoder.decode(message.value() or b"")
+        except ContractError:
+            census.invalid.add(where)
+            continue
+        if reading["sensor_type"] != where[0] or reading["sensor_id"] not in known:
+            census.invalid.add(where)
+        else:
+            census.valid[where] = (reading["sensor_id"], reading["seq"])
+    return census
+
+
+def dead_letter_sources(settings: Settings, group_id: str) -> set[Coordinate]:
+    """Where each dead letter came from (a replay may have sent one twice: a set)."""
+    types = {settings.reading_topic(t): t for t in SENSOR_TYPES}
+    sources = set()
+    for message in consume_all(settings, settings.topic("deadletter"), group_id):
+        headers = {k: v.decode() for k, v in message.headers() or []}
+        assert headers["reason"] and headers["error"]
+        sources.add(
+            (
+                types[headers["source_topic"]],
+                int(headers["source_partition"]),
+                int(headers["source_offset"]),
+            )
+        )
+    return sources
+
+
+def assert_landed_exactly_once(settings: Settings, census: LogCensus) -> pa.Table:
+    """Every valid reading of the log landed once, by (sensor_id, seq) and by Kafka
+    coordinate, nothing else landed, and no landing file name appears twice."""
+    files, tables = landed(Lake.from_settings(settings))
+    rows = pa.concat_tables(tables)
+    coordinates = list(
+        zip(
+            rows["sensor_type"].to_pylist(),
+            rows["kafka_partition"].to_pylist(),
+            rows["kafka_offset"].to_pylist(),
+            strict=True,
+        )
+    )
+    assert len(coordinates) == len(set(coordinates)), "a Kafka offset was landed twice"
+    assert set(coordinates) == set(census.valid), "landed offsets differ from the log's"
+    pairs = set(zip(rows["sensor_id"].to_pylist(), rows["seq"].to_pylist(), strict=True))
+    assert pairs == set(census.valid.values()), "landed readings differ from the log's"
+    names = [(path.split("landing/")[1].split("/")[0], path.rsplit("/", 1)[1]) for path in files]
+    assert len(names) == len(set(names)), "a landing file name appears twice"
+    return rows
+
+
+def assert_acknowledged_landed(summary: Path, rows: pa.Table) -> None:
+    """What the simulator's broker acknowledged is all in the landing: per topic at least
+    as many distinct readings, and every sensor up to its last acknowledged seq."""
+    data = orjson.loads(summary.read_bytes())
+    pairs = set(zip(rows["sensor_id"].to_pylist(), rows["seq"].to_pylist(), strict=True))
+    assert data["unconfirmed"] == 0 and not data["delivery_errors"], data
+    for sensor_type, topic in data["topics"].items():
+        distinct = sum(1 for sensor, _ in pairs if sensor.lower().startswith(sensor_type))
+        assert distinct >= topic["readings_acknowledged"], sensor_type
+    landed_last: dict[str, int] = {}
+    for sensor, seq in pairs:
+        landed_last[sensor] = max(seq, landed_last.get(sensor, seq))
+    for sensor, seq in data["last_acknowledged_seq"].items():
+        assert landed_last.get(sensor, -1) >= seq, f"{sensor}: seq {seq} acknowledged, not landed"
+
+
+def committed_marks(
+    settings: Settings, group_id: str
+) -> dict[tuple[str, int], tuple[int, OwnerMark]]:
+    """The group's committed offset and owner mark of every reading partition."""
+    consumer = Consumer(client_config(settings, **{"group.id": group_id}))
+    topics = [settings.reading_topic(t) for t in SENSOR_TYPES]
+    partitions = [
+        TopicPartition(topic, partition)
+        for topic in topics
+        for partition in consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    ]
+    committed = consumer.committed(partitions, timeout=30)
+    consumer.close()
+    return {
+        (tp.topic, tp.partition): (tp.offset, OwnerMark.decode(tp.metadata)) for tp in committed
+    }

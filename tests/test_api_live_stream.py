@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 
 from smartcity.kafka import client_config
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_api.live_hub import Coalescer, Subscriber
+from smartcity_api.live_hub import Coalescer, SeenIds, Subscriber, anomaly_event
 from tests.api_support import serve_api
 from tests.stream_support import isolated, worker_env
 
@@ -408,3 +408,15 @@ def test_a_slow_client_is_dropped_and_counted_while_others_are_served(
     assert len(slow_anomalies) < total, "the slow client was sent everything"
     assert metric(server, "smartcity_api_live_dropped_clients_total") == dropped_before + 1
     wait_until(lambda: metric(server, "smartcity_api_live_clients") == 0, "clients gone")
+
+
+def test_a_replayed_anomaly_reaches_the_map_once() -> None:
+    """A worker that replays a range publishes its anomalies again under the same ids."""
+    seen = SeenIds(limit=2)
+    first = orjson.dumps({"anomaly_id": "a", "kind": "stuck_sensor"})
+    assert anomaly_event(first, seen) is not None
+    assert anomaly_event(first, seen) is None
+    assert anomaly_event(orjson.dumps({"kind": "no id"}), seen) is not None
+    for other in ("b", "c"):
+        assert anomaly_event(orjson.dumps({"anomaly_id": other}), seen) is not None
+    assert anomaly_event(first, seen) is not None, "the oldest id is forgotten past the limit"

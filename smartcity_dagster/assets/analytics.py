@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 from dagster_pyspark import LazyPySparkResource
@@ -15,7 +16,7 @@ from smartcity_dagster.assets.publish import AssetEvent, Publication
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import describe, read_partition, stage_table, write_partition
-from smartcity_dagster.transforms.aggregates import daily_aggregates
+from smartcity_dagster.transforms.aggregates import ORDER, daily_aggregates
 from smartcity_dagster.transforms.anomalies import detect_batch, reconcile, summarize
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.rules import RuleConfig
@@ -44,7 +45,8 @@ def aggregates_asset(sensor_type: str) -> dg.AssetsDefinition:
         publication = Publication(context, lake, name)
         for day in run_dates(context):
             clean = read_partition(spark, lake, f"clean_{sensor_type}", day)
-            staged = write_partition(daily_aggregates(clean, sensor_type), lake, name, day)
+            aggregated = daily_aggregates(clean, sensor_type)
+            staged = write_partition(aggregated, lake, name, day, ORDER)
             publication.audit(day, {name: staged})
         yield from publication.events()
 
@@ -125,4 +127,13 @@ def stream_anomalies(smartcity: SmartcityResource, day: str) -> pa.Table:
     ]
     if not files:
         return ANOMALY_SCHEMA.empty_table()
-    return ds.dataset(files, schema=ANOMALY_SCHEMA, filesystem=lake.filesystem).to_table()
+    return first_per_id(ds.dataset(files, schema=ANOMALY_SCHEMA, filesystem=lake.filesystem))
+
+
+def first_per_id(anomalies: ds.Dataset) -> pa.Table:
+    """One row per `anomaly_id`, the first landed: a worker that replays a range after a
+    restart or a rebalance lands that range's anomalies again, under the same ids."""
+    table = anomalies.to_table()
+    rows = table.append_column("_row", pa.array(np.arange(table.num_rows)))
+    firsts = rows.group_by("anomaly_id", use_threads=False).aggregate([("_row", "min")])
+    return table.take(np.sort(firsts["_row_min"].to_numpy()))
