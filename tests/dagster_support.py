@@ -20,11 +20,16 @@ import pytest
 from smartcity.settings import Settings
 from tests.stream_support import worker_env
 
+REPO = Path(__file__).resolve().parents[1]
+BIN = REPO / ".venv" / "bin"
 MATERIALIZE = [
-    str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "dagster"),
+    str(BIN / "dagster"),
     *("asset", "materialize", "-m", "smartcity_dagster.definitions"),
 ]
 """Dagster's own command to materialize assets of the project's definitions."""
+LOCATION = "smartcity"
+"""The code location's name, as the code server reports it and the deployment's workspace
+(`docker/dagster/workspace.yaml`) names it."""
 
 
 @contextmanager
@@ -117,7 +122,7 @@ def answers(url: str) -> bool:
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     """The data of a GraphQL query to the webserver, which must carry no errors."""
     response = httpx.post(url, json={"query": query, "variables": variables or {}}, timeout=60)
-    response.raise_for_status()
+    assert response.status_code == 200, f"{response.status_code}: {response.text[:2000]}"
     body = response.json()
     assert "errors" not in body, body["errors"]
     return body["data"]
@@ -133,20 +138,39 @@ def wait_for(ready, timeout_s: float, what: str) -> None:  # type: ignore[no-unt
     raise AssertionError(f"{what} not ready within {timeout_s:g} s")
 
 
-def start_dagster(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A Dagster process (webserver, daemon) run from the repo's root as a user runs it, in a
-    session of its own, so that `stop_sessions` also stops the code servers it starts."""
-    return subprocess.Popen(
-        command,
-        cwd=Path(__file__).resolve().parents[1],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_dagster(
+    command: list[str], env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A Dagster process (webserver, daemon, code server) run from the repo's root as a user
+    runs it, with exactly `env`, in a session of its own, so that `stop_sessions` also stops
+    the code servers and runs it starts; its output goes to `log` when given."""
+    with open(log or os.devnull, "ab") as out:
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def webserver_graphql(port: int) -> str:
     """The GraphQL address of the webserver on `port`, once it answers."""
     wait_for(lambda: answers(f"http://127.0.0.1:{port}/server_info"), 180, "webserver")
     return f"http://127.0.0.1:{port}/graphql"
+
+
+def code_server_command(port: int) -> list[str]:
+    """The code location as a gRPC server on loopback, as compose's `dagster-code` runs it."""
+    return [
+        str(BIN / "dagster"),
+        *("code-server", "start", "-m", "smartcity_dagster.definitions"),
+        *("-h", "127.0.0.1", "-p", str(port), "--location-name", LOCATION),
+    ]
+
+
+def code_server_answers(port: int) -> bool:
+    """Whether the gRPC server on `port` passes Dagster's own health check now."""
+    check = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(port)]
+    return subprocess.run(check, capture_output=True, timeout=60).returncode == 0

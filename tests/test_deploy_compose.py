@@ -3,9 +3,16 @@ plugin) on the CI machines, so these tests check what `docker compose config` wo
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from pathlib import Path
 
+import pytest
+import yaml
+
+from smartcity.services import jvm
+from smartcity.settings import ENV_PREFIX, Settings
 from tests.deploy_support import COMPOSE, DOCKER, REPO, compose
 
 SECRETS = {
@@ -21,6 +28,9 @@ SECRETS = {
     "GRAFANA_ADMIN_PASSWORD",
 }
 PROFILES = {"stream", "batch", "api", "ingest", "simulator", "monitoring", "all"}
+SPARK_TARGET = "spark-executor"
+"""The Dockerfile's stage of the Spark master's and workers' image."""
+DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
 
 
 def _variables(text: str) -> dict[str, str]:
@@ -46,7 +56,11 @@ def test_every_image_is_pinned_to_a_version() -> None:
         assert repository and tag and tag != "latest" and "$" not in tag, f"{name}: {image}"
         assert re.search(r"\d", tag), f"{name}: {image} is not pinned to a version"
         if "build" in service:
-            assert image == f"smartcity:{version}", f"{name}: the project image is {image}"
+            target = service["build"].get("target")
+            expected = (
+                f"smartcity-spark:{version}" if target == SPARK_TARGET else f"smartcity:{version}"
+            )
+            assert image == expected, f"{name}: the image of target {target} is {image}"
 
 
 def test_every_variable_is_documented_and_every_secret_required() -> None:
@@ -160,3 +174,123 @@ def test_dockerfile_is_pinned_multi_stage_and_non_root() -> None:
     assert "constraints.txt" in text and "openjdk-17" in text
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in {"root", "0"}
+
+
+def _stages() -> dict[str, tuple[str, str]]:
+    """The Dockerfile's stages: name -> (what it is FROM, its instructions)."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    parts = re.split(r"^FROM (\S+) AS (\S+)$", text, flags=re.M)
+    triples = zip(parts[1::3], parts[2::3], parts[3::3], strict=True)
+    return {name: (base, body) for base, name, body in triples}
+
+
+def _lineage(stages: dict[str, tuple[str, str]], name: str) -> str:
+    """The instructions of stage `name` and of every stage it is built FROM."""
+    base, body = stages[name]
+    return (_lineage(stages, base) if base in stages else "") + body
+
+
+def _env(body: str) -> dict[str, str]:
+    """The variables that the ENV instructions of `body` set."""
+    lines = re.findall(r"^ENV (.+)$", body, re.M)
+    return dict(pair for line in lines for pair in re.findall(r"([A-Z_]+)=(\S+)", line))
+
+
+def test_s3a_jars_are_resolved_by_maven_at_build_time() -> None:
+    stages = _stages()
+    runtime = list(stages)[-1]
+    [maven] = [name for name, (base, _) in stages.items() if "mvn " in stages[name][1]]
+    base, body = stages[maven]
+    text = (REPO / "Dockerfile").read_text()
+    pinned = re.search(rf"^ARG {base.strip('${}')}=maven:(\S+)$", text, re.M)
+    assert pinned and re.search(r"\d+\.\d+\.\d+", pinned.group(1)), base
+    assert "dependency:copy-dependencies" in body and "spark-s3a.pom.xml" in body
+    copied = re.search(rf"^COPY --from={maven} (\S+) (\S+)$", stages[runtime][1], re.M)
+    assert copied, f"the runtime stage does not copy the jars of stage {maven}"
+    assert _env(stages[runtime][1])[jvm.JARS_DIR_ENV] == copied.group(2)
+    assert f"-DoutputDirectory={copied.group(1)}/spark-s3a" in body
+    assert "mvn" not in _lineage(stages, runtime), "no Maven where the platform runs"
+
+
+def test_pre_resolved_jars_need_no_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's layout (`<dir>/spark-s3a/*.jar`) is the classpath; Maven is not run
+    (there is none on PATH here); a folder without the pom's jars is an error naming it."""
+    jars = tmp_path / "spark-s3a"
+    jars.mkdir()
+    for name in ("hadoop-aws-3.5.0.jar", "bundle-2.35.4.jar"):
+        (jars / name).write_bytes(b"")
+    monkeypatch.setenv(jvm.JARS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    assert jvm.classpath("spark-s3a").split(os.pathsep) == [
+        str(jars / "bundle-2.35.4.jar"),
+        str(jars / "hadoop-aws-3.5.0.jar"),
+    ]
+    with pytest.raises(jvm.JvmSetupError, match=jvm.JARS_DIR_ENV):
+        jvm.classpath("kafka-broker")
+
+
+def test_java_home_holds_on_every_cpu_architecture() -> None:
+    text = (REPO / "Dockerfile").read_text() + COMPOSE.read_text()
+    assert not re.search(r"amd64|arm64|aarch64|x86_64", text), "a path of one CPU architecture"
+    stages = _stages()
+    for stage in (list(stages)[-1], SPARK_TARGET):
+        lineage = _lineage(stages, stage)
+        home = _env(lineage)["JAVA_HOME"]
+        assert re.search(rf'readlink -f "\$\(command -v java\)".*\s{home}\b', lineage), stage
+
+
+def test_executors_get_the_drivers_libraries_but_not_the_project() -> None:
+    stages = _stages()
+    executor = _lineage(stages, SPARK_TARGET)
+    install = re.search(r"pip install [^\n]*-c (\S+constraints\.txt) ([^\n&]+)", executor)
+    assert install, "the executor image installs nothing pinned by constraints.txt"
+    assert set(install.group(2).split()) == {"pandas", "pyarrow", "numpy"}
+    pins = (REPO / "constraints.txt").read_text()
+    assert all(re.search(rf"^{name}==\S+$", pins, re.M) for name in ("pandas", "pyarrow", "numpy"))
+    spark = re.search(r"^ARG SPARK_VERSION=(\S+)$", (REPO / "Dockerfile").read_text(), re.M)
+    assert spark and f"\npyspark=={spark.group(1)}\n" in pins, "cluster and driver: one Spark"
+    copied = re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", executor, re.M)
+    sources = {source for line in copied for source in line.split()}
+    assert sources <= {"constraints.txt", "/opt/spark"}, sources
+    assert "pip install ." not in executor and "pip install --no-deps" not in executor
+    assert re.search(r"^ARG PYTHON_VERSION=", (REPO / "Dockerfile").read_text(), re.M)
+    runtime = list(stages)[-1]
+    shared = stages[runtime][0]
+    assert stages[SPARK_TARGET][0] == shared, "executors and driver start from one stage"
+    assert stages[shared][0].startswith("python:${PYTHON_VERSION}-"), "and so one Python"
+    services = compose()["services"]
+    python = services["dagster-code"]["environment"]["SMARTCITY_SPARK_EXECUTOR_PYTHON"]
+    assert _env(executor)["PYSPARK_PYTHON"] == python
+    for name in ("spark-master", "spark-worker"):
+        assert services[name]["build"]["target"] == SPARK_TARGET, name
+
+
+def test_dagster_runs_on_postgres_with_the_code_server_in_the_workspace() -> None:
+    services = compose()["services"]
+    workspace = yaml.safe_load((DOCKER / "dagster" / "workspace.yaml").read_text())
+    [location] = workspace["load_from"]
+    server = location["grpc_server"]
+    code = services["dagster-code"]
+    command = code["command"].split()
+    assert server["location_name"] == command[command.index("--location-name") + 1]
+    for name in DAGSTER_SERVICES:
+        env = services[name]["environment"]
+        assert env[server["host"]["env"]] == "dagster-code"
+        assert env[server["port"]["env"]] == command[command.index("-p") + 1]
+        if name != "dagster-code":
+            assert "-w /opt/dagster/home/workspace.yaml" in services[name]["command"], name
+    instance = yaml.safe_load((DOCKER / "dagster" / "dagster.yaml").read_text())
+    assert set(instance["storage"]) == {"postgres"}
+    assert "/opt/" not in yaml.safe_dump(instance), "no path of the image in the instance"
+    assert "compute_logs" not in instance, "runs' logs go under $DAGSTER_HOME wherever it is"
+
+
+def test_every_platform_setting_in_compose_is_a_setting() -> None:
+    """SMARTCITY_* names that compose gives the services are fields of `Settings` (the Spark
+    master and executor Python included): a misspelt one would be ignored silently."""
+    fields = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    for name, service in compose()["services"].items():
+        given = {key for key in service.get("environment") or {} if key.startswith(ENV_PREFIX)}
+        assert given <= fields, f"{name}: {given - fields}"
+    dagster = compose()["services"]["dagster-code"]["environment"]
+    assert dagster["SMARTCITY_SPARK_MASTER"] == "spark://spark-master:7077"

@@ -7,96 +7,35 @@ reads the run and its materializations back from PostgreSQL.
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from smartcity.services.processes import free_port
 from tests.dagster_support import materialize_day, smartcity_env
+from tests.postgres_support import deployment_home, postgres_env, postgres_server
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
 DAY = "2026-11-27"
-
-
-def _as_postgres(*command: str) -> list[str]:
-    """Run as the `postgres` user when root (PostgreSQL refuses to run as root)."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
 @pytest.fixture
 def postgres() -> Iterator[int]:
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    assert binaries, "PostgreSQL is not installed: `make postgresql` installs it"
-    bin_dir = Path(binaries[-1])
-    folder = Path(tempfile.mkdtemp(prefix="smartcity-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", free_port()
-    subprocess.run(
-        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "dagster", "--auth=trust"),
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        _as_postgres(
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "-o",
-            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
-            "start",
-        ),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while (
-            subprocess.run(
-                [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
-                capture_output=True,
-            ).returncode
-            != 0
-        ):
-            assert time.monotonic() < deadline, "PostgreSQL did not start"
-            time.sleep(0.5)
+    with postgres_server() as port:
         yield port
-    finally:
-        subprocess.run(
-            _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"),
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_partition_materialized_on_the_deployment_instance(
     two_day_landing, postgres: int, tmp_path: Path
 ) -> None:
     settings, _ = two_day_landing
-    home = tmp_path / "dagster"
-    home.mkdir()
-    shutil.copyfile(REPO / "docker" / "dagster" / "dagster.yaml", home / "dagster.yaml")
+    home = deployment_home(tmp_path / "dagster")
     with pytest.MonkeyPatch.context() as monkeypatch, smartcity_env(monkeypatch, settings):
         for name, value in {
             "DAGSTER_HOME": str(home),
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": str(postgres),
-            "DAGSTER_PG_DB": "postgres",
-            "DAGSTER_PG_USER": "dagster",
-            "DAGSTER_PG_PASSWORD": "unused-with-trust",
+            **postgres_env(postgres),
             "DAGSTER_MAX_CONCURRENT_RUNS": "1",
         }.items():
             monkeypatch.setenv(name, value)
