@@ -104,10 +104,12 @@ RUN groupadd --system --gid 10001 smartcity \
     && useradd --system --uid 10001 --gid smartcity --home-dir /app --create-home smartcity \
     && mkdir -p /opt/dagster/home/storage \
     && chown -R smartcity:smartcity /opt/dagster
-# The deployment's Dagster instance (PostgreSQL storage, run coordinator) and workspace
-# (the code location as a gRPC server); a laptop uses the repo's own files instead.
-COPY --chown=smartcity:smartcity docker/dagster/dagster.yaml docker/dagster/workspace.yaml \
-     /opt/dagster/home/
+# The deployment's Dagster instance (PostgreSQL storage, run coordinator; the file that
+# `services up --cluster` puts in its DAGSTER_HOME on one machine) and workspace (the code
+# location as a gRPC server).
+COPY --chown=smartcity:smartcity smartcity/services/dagster-deployment.yaml \
+     /opt/dagster/home/dagster.yaml
+COPY --chown=smartcity:smartcity docker/dagster/workspace.yaml /opt/dagster/home/
 WORKDIR /app
 USER smartcity
 ENTRYPOINT ["tini", "--"]

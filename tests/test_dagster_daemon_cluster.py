@@ -1,9 +1,10 @@
 """The daemon path of the deployment, as real processes on one machine.
 
 On the cluster of `smartcity services up --cluster` (tests/cluster_support.py): PostgreSQL
-holds the instance (`docker/dagster/dagster.yaml`, in a database of this test's own); the
-code location runs as a gRPC code server; the webserver and the daemon load it through the
-deployment's workspace (`docker/dagster/workspace.yaml`). The stream worker lands a small
+holds the deployment's instance (`smartcity/services/dagster-deployment.yaml`), in a
+database of this test's own; the code location runs as a gRPC code server; the webserver
+and the daemon load it through the deployment's workspace (`docker/dagster/workspace.yaml`).
+The stream worker lands a small
 day on MinIO, the stream-progress sensor (run by the daemon) requests that completed date,
 the daemon dequeues and launches the run, the run builds the day in the lake on the
 standalone Spark cluster, and every asset check of the day passes: all of it read through
@@ -25,6 +26,7 @@ import pytest
 
 from smartcity.lake import Lake
 from smartcity.layout import table_partition_key
+from smartcity.services.postgres import deployment_home
 from smartcity.services.processes import free_port, stop_sessions
 from smartcity.settings import Settings
 from smartcity.topics import create_topics
@@ -39,7 +41,7 @@ from tests.dagster_support import (
     wait_for,
     webserver_graphql,
 )
-from tests.postgres_support import DEPLOYMENT_DAGSTER, deployment_home, fresh_database
+from tests.postgres_support import DEPLOYMENT_DAGSTER, fresh_database
 from tests.stream_support import produce_simulation, start_worker, worker_env
 from tests.test_dagster_publish import CHECK_STATUSES
 from tests.test_dagster_webserver import PARTITIONED

@@ -279,7 +279,7 @@ def test_dagster_runs_on_postgres_with_the_code_server_in_the_workspace() -> Non
         assert env[server["port"]["env"]] == command[command.index("-p") + 1]
         if name != "dagster-code":
             assert "-w /opt/dagster/home/workspace.yaml" in services[name]["command"], name
-    instance = yaml.safe_load((DOCKER / "dagster" / "dagster.yaml").read_text())
+    instance = yaml.safe_load((REPO / "smartcity/services/dagster-deployment.yaml").read_text())
     assert set(instance["storage"]) == {"postgres"}
     assert "/opt/" not in yaml.safe_dump(instance), "no path of the image in the instance"
     assert "compute_logs" not in instance, "runs' logs go under $DAGSTER_HOME wherever it is"

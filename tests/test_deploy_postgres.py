@@ -1,8 +1,9 @@
 """The deployment's Dagster instance (dagster-postgres) against a real PostgreSQL server.
 
-The test starts Debian's PostgreSQL in a temporary folder on a free loopback port, points
-the deployment's own `docker/dagster/dagster.yaml` at it, materializes a date partition and
-reads the run and its materializations back from PostgreSQL.
+The test starts Debian's PostgreSQL as `services up --cluster` does, in a temporary folder
+on a free loopback port, points the deployment's own instance (`dagster-deployment.yaml`)
+at it, materializes a date partition and reads the run and its materializations back from
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from smartcity.services.postgres import deployment_home
 from tests.dagster_support import materialize_day, smartcity_env
-from tests.postgres_support import deployment_home, postgres_env, postgres_server
+from tests.postgres_support import postgres_server
 
 pytestmark = pytest.mark.integration
 
@@ -22,20 +24,20 @@ DAY = "2026-11-27"
 
 
 @pytest.fixture
-def postgres() -> Iterator[int]:
-    with postgres_server() as port:
-        yield port
+def postgres() -> Iterator[dict[str, str]]:
+    with postgres_server() as server:
+        yield server
 
 
 def test_a_partition_materialized_on_the_deployment_instance(
-    two_day_landing, postgres: int, tmp_path: Path
+    two_day_landing, postgres: dict[str, str], tmp_path: Path
 ) -> None:
     settings, _ = two_day_landing
     home = deployment_home(tmp_path / "dagster")
     with pytest.MonkeyPatch.context() as monkeypatch, smartcity_env(monkeypatch, settings):
         for name, value in {
             "DAGSTER_HOME": str(home),
-            **postgres_env(postgres),
+            **postgres,
             "DAGSTER_MAX_CONCURRENT_RUNS": "1",
         }.items():
             monkeypatch.setenv(name, value)

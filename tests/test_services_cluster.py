@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -25,6 +26,11 @@ from tests.cluster_support import REPO, busiest_broker, kill_broker, restart_bro
 pytestmark = pytest.mark.integration
 
 SMARTCITY = shutil.which("smartcity") or str(REPO / ".venv" / "bin" / "smartcity")
+INSTANCE_STORAGE = (
+    "import dagster as dg\n"
+    "with dg.DagsterInstance.get() as instance: print(type(instance.run_storage).__name__)"
+)
+"""The run storage of the Dagster instance at the exported DAGSTER_HOME."""
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -116,6 +122,14 @@ def test_up_cluster_status_kill_restart_down(folder: Path) -> None:
         cursor.execute("SELECT current_database(), current_user")
         assert cursor.fetchone() == ("dagster", "dagster")
     connection.close()
+    instance = subprocess.run(
+        [sys.executable, "-c", INSTANCE_STORAGE],
+        env={**os.environ, **exported},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert instance.stdout.split() == ["PostgresRunStorage"], instance.stderr[-2000:]
 
     status = run(["services", "status"], folder)
     assert status.stdout.count("running") == len(cluster.NAMES)

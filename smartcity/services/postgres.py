@@ -5,6 +5,10 @@ data directory, on a loopback port kept for restarts, with database and superuse
 TCP clients need the password (SCRAM), as in the deployment; the local socket, in the
 service's own folder, trusts its users so that setting the database up needs no password.
 PostgreSQL refuses to run as root, so when root it runs as the user `postgres`.
+
+Beside the server, a Dagster home whose `dagster.yaml` is the deployment's instance
+(`dagster-deployment.yaml`, the file the image copies too): exporting what `services up`
+prints points the webserver, the daemon, the code server and `smartcity materialize` at it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,9 @@ DATABASE = "dagster"
 USER = "dagster"
 SYSTEM_USER = "postgres"
 START_TIMEOUT_S = 60.0
+DEPLOYMENT_INSTANCE = "dagster-deployment.yaml"
+MAX_CONCURRENT_RUNS = "4"
+"""The instance's run queue limit (`DAGSTER_MAX_CONCURRENT_RUNS`), compose's default."""
 
 
 class PostgresUnavailable(RuntimeError):
@@ -94,8 +102,18 @@ def start(settings: Settings) -> ServiceRecord:
             "DAGSTER_PG_USER": USER,
             "DAGSTER_PG_PASSWORD": plan["password"],
             "DAGSTER_PG_DB": DATABASE,
+            "DAGSTER_MAX_CONCURRENT_RUNS": MAX_CONCURRENT_RUNS,
+            "DAGSTER_HOME": str(deployment_home(settings.runtime_dir / "dagster-postgres")),
         },
     )
+
+
+def deployment_home(path: Path) -> Path:
+    """A DAGSTER_HOME at `path` whose `dagster.yaml` is the deployment's instance."""
+    path.mkdir(parents=True, exist_ok=True)
+    source = resources.files("smartcity.services").joinpath(DEPLOYMENT_INSTANCE)
+    (path / "dagster.yaml").write_bytes(source.read_bytes())
+    return path
 
 
 def stop(record: ServiceRecord, grace_s: float) -> bool:
