@@ -98,6 +98,16 @@ class Lake:
     def read_parquet(self, key: str) -> pa.Table:
         return pq.read_table(self.path(key), filesystem=self.filesystem)
 
+    def copy_into(self, target: Lake) -> None:
+        """Every file of this lake into `target`, at the same keys: a lake folder moved to
+        an object store, for example."""
+        pafs.copy_files(
+            self.root,
+            target.root,
+            source_filesystem=self.filesystem,
+            destination_filesystem=target.filesystem,
+        )
+
     def list_files(self, prefix: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(prefix), recursive=True, allow_not_found=True)
         return [info for info in self.filesystem.get_file_info(selector) if info.is_file]

@@ -72,11 +72,14 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # The driver listens and advertises on loopback only, with a cluster too: the
-        # platform's clusters run on this machine, and no traffic of a run leaves it.
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
     }
+    if on_loopback(settings.spark_master):
+        # Local mode, or a cluster on this machine: the driver listens and advertises on
+        # loopback only, so no traffic of a run leaves the machine. A master elsewhere (a
+        # compose service, another host) needs a driver its executors can reach, which is
+        # Spark's default: the host's own name.
+        config["spark.driver.host"] = "127.0.0.1"
+        config["spark.driver.bindAddress"] = "127.0.0.1"
     if settings.spark_master.startswith("local"):
         # Python workers must be this interpreter (the project's venv), which Spark only
         # takes from the environment.
@@ -124,6 +127,17 @@ def _cluster_config(settings: Settings) -> dict[str, str]:
         # Served by the driver to each executor and put first on its Python workers' path.
         "spark.submit.pyFiles": code,
     }
+
+
+def on_loopback(master: str) -> bool:
+    """Whether `master` is local mode or a standalone master on a loopback address."""
+    if master.startswith("local"):
+        return True
+    hosts = [address.rpartition(":")[0] for address in urlsplit(master).netloc.split(",")]
+    return all(host in LOOPBACK_HOSTS or host.startswith("127.") for host in hosts)
+
+
+LOOPBACK_HOSTS = {"localhost", "::1", "[::1]"}
 
 
 def check_master(master: str) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import httpx
 import orjson
-import pyarrow.fs as pafs
 import pytest
 
 from smartcity.demo import dagster_webserver_command
@@ -85,13 +84,7 @@ def s3_lake(two_day_landing, live_settings: Settings) -> Settings:
     settings = landed.model_copy(
         update={"lake_uri": live_settings.lake_uri.rsplit("/", 1)[0] + "/secrets"}
     )
-    target = Lake.from_settings(settings)
-    pafs.copy_files(
-        Lake.from_settings(landed).root,
-        target.root,
-        source_filesystem=pafs.LocalFileSystem(),
-        destination_filesystem=target.filesystem,
-    )
+    Lake.from_settings(landed).copy_into(Lake.from_settings(settings))
     return settings
 
 

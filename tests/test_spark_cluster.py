@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pytest
 from pyspark import cloudpickle
 
@@ -21,7 +20,7 @@ from smartcity.layout import TABLES, table_partition_key
 from smartcity.services.processes import free_port
 from smartcity.settings import SENSOR_TYPES, Settings, SettingsError
 from smartcity_dagster import shipping
-from smartcity_dagster.spark import spark_config
+from smartcity_dagster.spark import on_loopback, spark_config
 from smartcity_dagster.transforms.anomalies import sensor_detector
 from smartcity_stream.rules import RuleConfig
 from tests.stream_support import worker_env
@@ -197,12 +196,7 @@ def test_same_answer_in_local_mode_and_on_the_cluster(
     start = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
     land_simulated_day(Lake.from_settings(landed), int(start.timestamp() * 1000), INTERVAL_S)
     remote = Lake.from_settings(cluster_settings)
-    pafs.copy_files(
-        Lake.from_settings(landed).root,
-        remote.root,
-        source_filesystem=pafs.LocalFileSystem(),
-        destination_filesystem=remote.filesystem,
-    )
+    Lake.from_settings(landed).copy_into(remote)
 
     materialize(landed, tmp_path / "local-runtime")
     materialize(cluster_settings, tmp_path / "cluster-runtime")
@@ -237,3 +231,18 @@ def _first_difference(local: pa.Table, cluster: pa.Table) -> str:
             first = rows[0]
             parts.append(f"{name}: {len(rows)} rows, e.g. {left[first]!r} vs {right[first]!r}")
     return "; ".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("master", "loopback"),
+    [
+        ("local[*]", True),
+        ("spark://127.0.0.1:7077", True),
+        ("spark://localhost:7077,127.0.0.2:7078", True),
+        ("spark://spark-master:7077", False),
+        ("spark://127.0.0.1:7077,spark-standby:7077", False),
+    ],
+)
+def test_the_driver_stays_on_loopback_only_for_a_master_there(master: str, loopback: bool) -> None:
+    """A compose service's executors must reach the driver at the host's own address."""
+    assert on_loopback(master) is loopback
