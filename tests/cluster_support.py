@@ -11,7 +11,6 @@ start_cluster()"` starts one to keep.
 from __future__ import annotations
 
 import signal
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,12 +18,11 @@ from pathlib import Path
 import pytest
 
 from smartcity.kafka import cluster_metadata
-from smartcity.lake import s3_filesystem
 from smartcity.services import cluster as services_cluster
 from smartcity.services import kafka_broker, manager
 from smartcity.services.processes import ServiceRecord
 from smartcity.settings import Settings
-from smartcity.topics import create_topics
+from tests.stream_support import for_this_run
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_RUNTIME = REPO / ".runtime" / "test-cluster"
@@ -57,13 +55,7 @@ def cluster() -> Iterator[Settings]:
 def cluster_settings(cluster: Settings) -> Settings:
     """The cluster with this run's own topic prefix and bucket; topics (replicated 3 times,
     2 in sync) and bucket created."""
-    run = uuid.uuid4().hex[:8]
-    settings = cluster.model_copy(
-        update={"topic_prefix": f"test-{run}.", "lake_uri": f"s3://test-{run}/lake"}
-    )
-    create_topics(settings)
-    s3_filesystem(settings).create_dir(f"test-{run}")
-    return settings
+    return for_this_run(cluster)
 
 
 def service_env(settings: Settings, name: str) -> dict[str, str]:

@@ -8,16 +8,15 @@ them at the end. Each run isolates itself with a unique topic prefix and bucket.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from smartcity.lake import s3_filesystem
 from smartcity.services import kafka_broker, manager, minio_server
 from smartcity.settings import Settings
 from smartcity.topics import create_topics
+from tests.stream_support import for_this_run
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = (  # session fixtures, registered once
@@ -57,13 +56,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 @pytest.fixture(scope="session")
 def live_settings(services: Settings) -> Settings:
     """The services with this run's own topic prefix and bucket; topics and bucket created."""
-    run = uuid.uuid4().hex[:8]
-    settings = services.model_copy(
-        update={"topic_prefix": f"test-{run}.", "lake_uri": f"s3://test-{run}/lake"}
-    )
-    create_topics(settings)
-    s3_filesystem(settings).create_dir(f"test-{run}")
-    return settings
+    return for_this_run(services)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,21 @@ def _by_type(files: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
+def for_this_run(services: Settings) -> Settings:
+    """`services` with this test run's own topic prefix and bucket, topics and bucket created:
+    services shared by test runs never show a run what an earlier one left."""
+    from smartcity.lake import s3_filesystem
+    from smartcity.topics import create_topics
+
+    run = uuid.uuid4().hex[:8]
+    settings = services.model_copy(
+        update={"topic_prefix": f"test-{run}.", "lake_uri": f"s3://test-{run}/lake"}
+    )
+    create_topics(settings)
+    s3_filesystem(settings).create_dir(f"test-{run}")
+    return settings
+
+
 def isolated(settings: Settings, name: str) -> Settings:
     """`settings` with a topic prefix and lake of their own for one test, topics created."""
     from smartcity.topics import create_topics
@@ -250,19 +266,18 @@ def dead_letter_sources(settings: Settings, group_id: str) -> set[Coordinate]:
     return sources
 
 
+def kafka_coordinates(rows: pa.Table) -> list[tuple[str, int, int]]:
+    """(sensor type, partition, offset) of each landed row: where Kafka holds it."""
+    columns = ("sensor_type", "kafka_partition", "kafka_offset")
+    return list(zip(*(rows[name].to_pylist() for name in columns), strict=True))
+
+
 def assert_landed_exactly_once(settings: Settings, census: LogCensus) -> pa.Table:
     """Every valid reading of the log landed once, by (sensor_id, seq) and by Kafka
     coordinate, nothing else landed, and no landing file name appears twice."""
     files, tables = landed(Lake.from_settings(settings))
     rows = pa.concat_tables(tables)
-    coordinates = list(
-        zip(
-            rows["sensor_type"].to_pylist(),
-            rows["kafka_partition"].to_pylist(),
-            rows["kafka_offset"].to_pylist(),
-            strict=True,
-        )
-    )
+    coordinates = kafka_coordinates(rows)
     assert len(coordinates) == len(set(coordinates)), "a Kafka offset was landed twice"
     assert set(coordinates) == set(census.valid), "landed offsets differ from the log's"
     pairs = set(zip(rows["sensor_id"].to_pylist(), rows["seq"].to_pylist(), strict=True))

@@ -17,7 +17,7 @@ from smartcity_stream.buffer import LandingBuffers, LandingPolicy, landing_due
 from smartcity_stream.landing import landing_files, rows_to_table
 from smartcity_stream.progress import load_all_progress
 from smartcity_stream.worker import StreamWorker, WorkerOptions
-from tests.stream_support import isolated, landed, produce_simulation
+from tests.stream_support import isolated, kafka_coordinates, landed, produce_simulation
 
 POLICY = LandingPolicy(max_messages=100, max_age_s=1.0)
 TP = ("smartcity.traffic", 1)
@@ -133,14 +133,7 @@ def test_a_crash_before_the_commit_is_replayed_into_the_same_files(
     after, tables = landed(lake)
     assert set(before) <= set(after), "the replay named a range's files otherwise"
     rows = pa.concat_tables(tables)
-    coordinates = list(
-        zip(
-            rows["sensor_type"].to_pylist(),
-            rows["kafka_partition"].to_pylist(),
-            rows["kafka_offset"].to_pylist(),
-            strict=True,
-        )
-    )
+    coordinates = kafka_coordinates(rows)
     assert len(coordinates) == len(set(coordinates)), "an offset was landed twice"
     pairs = set(zip(rows["sensor_id"].to_pylist(), rows["seq"].to_pylist(), strict=True))
     assert pairs == produced.readings

@@ -15,6 +15,7 @@ from smartcity_stream.progress import load_all_progress
 from tests.stream_support import (
     consume_all,
     isolated,
+    kafka_coordinates,
     landed,
     produce_simulation,
     start_worker,
@@ -56,14 +57,7 @@ def test_sigkill_loses_and_doubles_nothing(live_settings: Settings) -> None:
     assert produced.readings <= pairs, "an acknowledged reading is missing from the landing"
     assert len(pairs) == len(produced.readings)
 
-    coordinates = set(
-        zip(
-            rows["sensor_type"].to_pylist(),
-            rows["kafka_partition"].to_pylist(),
-            rows["kafka_offset"].to_pylist(),
-            strict=True,
-        )
-    )
+    coordinates = set(kafka_coordinates(rows))
     assert len(coordinates) == rows.num_rows, "a Kafka offset was landed twice"
     names = [(path.split("landing/")[1].split("/")[0], path.rsplit("/", 1)[1]) for path in files]
     assert len(names) == len(set(names)), "a landing file name appears twice"
