@@ -261,6 +261,8 @@ def _format_storage(
     started = time.monotonic()
     code = process.wait(timeout=120)
     if code != 0:
+        last = next((line for line in reversed(log.read_text().splitlines()) if line.strip()), "")
         raise RuntimeError(
-            f"formatting Kafka storage failed after {time.monotonic() - started:.0f} s; see {log}"
+            f"formatting Kafka storage failed after {time.monotonic() - started:.0f} s "
+            f"({last.strip()[:300]}); see {log}"
         )
