@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         default=None,
         description="the Python a cluster's executors run (local mode runs this interpreter)",
     )
+    spark_cores_max: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="cores one run may take of a standalone cluster (all it offers when unset)",
+    )
     spark_offheap_memory: str = Field(
         default="1536m", pattern=JVM_MEMORY, description="local Spark's sort and shuffle memory"
     )
@@ -154,6 +160,19 @@ class Settings(BaseSettings):
 
     def services_env_file(self) -> Path:
         return self.runtime_dir / "services.env"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting of `settings` as its `SMARTCITY_*` variable (secrets revealed, unset
+    ones left out): a process started with these loads the same settings, whatever its own
+    `.env` or runtime folder says."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(plain)
+    return env
 
 
 def _services_env_file() -> Path:

@@ -122,11 +122,16 @@ def _cluster_config(settings: Settings) -> dict[str, str]:
     # spark-submit and to whoever reads the configuration.
     os.environ["PYSPARK_PYTHON"] = settings.spark_executor_python
     code = str(code_zip())
-    return {
+    config = {
         "spark.pyspark.python": settings.spark_executor_python,
         # Served by the driver to each executor and put first on its Python workers' path.
         "spark.submit.pyFiles": code,
     }
+    if settings.spark_cores_max:
+        # A standalone master gives an application every free core by default, so a second
+        # concurrent run would wait for the first to finish.
+        config["spark.cores.max"] = str(settings.spark_cores_max)
+    return config
 
 
 def on_loopback(master: str) -> bool:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from smartcity.contract import ContractError, reading_schema, validate_reading
-from smartcity.settings import SettingsError, load_settings
+from smartcity.settings import Settings, SettingsError, load_settings, settings_env
 
 
 @pytest.fixture(autouse=True)
@@ -105,3 +106,21 @@ def test_contract_rejects_what_it_should() -> None:
     ):
         with pytest.raises(ContractError):
             validate_reading(broken)
+
+
+def test_settings_pass_to_a_child_as_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a test or a bench starts gets the settings it was given, whatever the folder's
+    own `.env` says."""
+    (tmp_path / ".env").write_text("SMARTCITY_SPARK_MASTER=spark://127.0.0.1:1\n")
+    given = Settings(
+        _env_file=None,
+        runtime_dir=tmp_path / "elsewhere",
+        lake_uri="s3://city/lake",
+        s3_secret_key=SecretStr("not-in-the-repr"),
+        topic_replication=3,
+    )
+    for name, value in settings_env(given).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == given
