@@ -66,7 +66,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
         # Up to this many groups per task, aggregates with object buffers (the traffic
-        # speed sketches) stay in a hash map; Spark's default of 128 sorts a day's rows
+        # speeds of an hour) stay in a hash map; Spark's default of 128 sorts a day's rows
         # once a task has seen 128 sensor-hours.
         "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "8192",
         "spark.ui.enabled": "false",

@@ -4,8 +4,8 @@ One long table per type (`level`, `granularity`, `period_start` say which slice 
 so a dashboard filters instead of joining four tables.
 
 The day's rows are read once: one aggregation per sensor and hour keeps mergeable partials
-(sums, counts, extremes, KLL sketches for the 85th percentile, the meter's first and last
-reading), and grouping sets over those few thousand rows give all four slices.
+(sums, counts, extremes, the hour's speeds for the 85th percentile, the meter's first and
+last reading), and grouping sets over those few thousand rows give all four slices.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 CONGESTED = ("high", "severe")
-SKETCH_K = 1000
 EXACT = "decimal(38,9)"
 """Sums are taken in decimal, which is exact: float addition depends on its order, and the
 order differs between local mode and a cluster, so a float sum would make the table depend
@@ -55,6 +54,18 @@ def _double(name: str) -> Column:
     return F.col(name).cast("double")
 
 
+def _quantile(values: Column, share: float) -> Column:
+    """The `share` quantile of an array of values, interpolated between its two nearest
+    ranks as Spark's `percentile` and DuckDB's `quantile_cont` do. Exact, so independent of
+    the order the values arrived in, which a quantile sketch merged across tasks is not."""
+    ordered = F.array_sort(values)
+    position = (F.size(ordered) - 1) * share
+    below = F.floor(position).cast("int")
+    low = F.try_element_at(ordered, below + 1)
+    high = F.try_element_at(ordered, F.least(below + 2, F.size(ordered)))
+    return low + (position - below) * (high - low)
+
+
 def _traffic() -> Measures:
     vehicles, speed = F.col("vehicle_count"), F.col("average_speed_kmh")
     congested = F.col("congestion_level").isin(*CONGESTED)
@@ -64,19 +75,19 @@ def _traffic() -> Measures:
             _exact_sum(speed * vehicles, "speed_x_vehicles"),
             F.sum(F.when(speed.isNotNull(), vehicles)).alias("vehicles_with_speed"),
             F.count(speed).alias("speeds"),
-            F.kll_sketch_agg_double(speed, SKETCH_K).alias("speed_sketch"),
+            F.collect_list(speed).alias("speed_values"),
             _exact_sum(F.when(congested, F.col("interval_s")).otherwise(0.0), "congested_s"),
         ],
         merged=[
             *_sums("vehicles", "speed_x_vehicles", "vehicles_with_speed", "speeds", "congested_s"),
-            F.kll_merge_agg_double("speed_sketch").alias("speed_sketch"),
+            F.flatten(F.collect_list("speed_values")).alias("speed_values"),
         ],
         final=[
             F.col("vehicles").cast("long").alias("vehicles"),
             (_double("speed_x_vehicles") / _double("vehicles_with_speed")).alias("mean_speed_kmh"),
-            F.when(
-                F.col("speeds") > 0, F.kll_sketch_get_quantile_double("speed_sketch", F.lit(0.85))
-            ).alias("p85_speed_kmh"),
+            F.when(F.col("speeds") > 0, _quantile(F.col("speed_values"), 0.85)).alias(
+                "p85_speed_kmh"
+            ),
             (_double("congested_s") / 60).alias("congestion_minutes"),
         ],
     )
