@@ -1,6 +1,6 @@
 """The deployment's topology on this machine for integration tests: three Kafka brokers in
 one quorum, MinIO, a Spark master with two workers, PostgreSQL (`smartcity services up
---cluster`), started once under `.runtime/test-cluster` and shared by test runs, plus what a
+--cluster`), started once under the system's temporary folder and shared by test runs, plus what a
 chaos test needs: kill a broker, restart it on its ports and data, find the busiest leader.
 
 A cluster already running there is reused and left running; one this session started is
@@ -10,7 +10,9 @@ start_cluster()"` starts one to keep.
 
 from __future__ import annotations
 
+import hashlib
 import signal
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,16 +24,21 @@ from smartcity.services import cluster as services_cluster
 from smartcity.services import kafka_broker, manager
 from smartcity.services.processes import ServiceRecord
 from smartcity.settings import Settings
+from tests.postgres_support import reachable_folder
 from tests.stream_support import for_this_run
 
 REPO = Path(__file__).resolve().parents[1]
-CLUSTER_RUNTIME = REPO / ".runtime" / "test-cluster"
+CLUSTER_RUNTIME = Path(tempfile.gettempdir()) / (
+    f"smartcity-test-cluster-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
+)
+"""One per checkout, kept across test runs, outside the checkout: PostgreSQL's own user must
+reach its data, and a checkout may sit in a folder only its owner can enter."""
 KILL_WAIT_S = 30.0
 
 
 def start_cluster(runtime_dir: Path = CLUSTER_RUNTIME) -> Settings:
     """Start what of the cluster in `runtime_dir` is not running; settings that reach it."""
-    base = Settings(_env_file=None, runtime_dir=runtime_dir)
+    base = Settings(_env_file=None, runtime_dir=reachable_folder(runtime_dir))
     records = services_cluster.up(base)
     return services_cluster.client_settings(base, manager.merged_env(records.values()))
 

@@ -21,11 +21,20 @@ DEPLOYMENT_DAGSTER = REPO / "docker" / "dagster"
 """The deployment's code-server workspace (`workspace.yaml`)."""
 
 
+def reachable_folder(path: Path | None = None, prefix: str = "smartcity-") -> Path:
+    """`path` (or a new temporary folder) created where PostgreSQL's own user can reach it:
+    when root, the server runs as `postgres`, which must enter every folder above its data,
+    and a checkout or pytest's temporary folders may be private to their owner."""
+    folder = path or Path(tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir()))
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    return folder
+
+
 @contextmanager
 def postgres_server() -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL server on 127.0.0.1; yields its `DAGSTER_PG_*`, removes it after."""
-    folder = Path(tempfile.mkdtemp(prefix="smartcity-pg-"))
-    folder.chmod(0o755)
+    folder = reachable_folder(prefix="smartcity-pg-")
     record = postgres.start(Settings(_env_file=None, runtime_dir=folder))
     try:
         yield {key: value for key, value in record.env.items() if key.startswith("DAGSTER_PG_")}

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -22,6 +21,7 @@ from smartcity.kafka import admin_client, cluster_metadata
 from smartcity.services import cluster, spark_cluster
 from smartcity.settings import Settings
 from tests.cluster_support import REPO, busiest_broker, kill_broker, restart_broker
+from tests.postgres_support import reachable_folder
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 def folder() -> Iterator[Path]:
     """A folder that PostgreSQL's own user can reach when the tests run as root (pytest's
     temporary folders are private to their owner)."""
-    (REPO / ".runtime").mkdir(exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="cluster-cli-", dir=REPO / ".runtime"))
-    path.chmod(0o755)
+    path = reachable_folder(prefix="smartcity-cluster-cli-")
     try:
         yield path
     finally:
