@@ -11,8 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +45,8 @@ from smartcity.topics import create_topics
 if TYPE_CHECKING:
     import dagster as dg
 
+    from smartcity_dagster.console import StepConsole
+
 FAULTS = (
     "malformed=0.002,missing_field=0.001,out_of_range=0.002,unknown_sensor=0.001,"
     "duplicate=0.005,late=0.002,out_of_order=0.002"
@@ -76,18 +76,22 @@ class DemoRun:
     settings: Settings
     day: str
     interval_s: int
-    console: Console
+    steps: StepConsole
     folder: Path
     stages: dict[str, float] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def console(self) -> Console:
+        return self.steps.console
+
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        with self.console.status(f"{name} ..."):
+        """A line with the stage's time (the Dagster steps' lines within it, indented), and
+        the time for the summary."""
+        with self.steps.step(name):
             yield
-        self.stages[name] = time.monotonic() - started
-        self.console.print(f"[green]✓[/] {name} ({self.stages[name]:.1f} s)")
+        self.stages[name] = self.steps.durations[name]
 
 
 def env_of(settings: Settings) -> dict[str, str]:
@@ -173,17 +177,27 @@ def batch(run: DemoRun) -> None:
         _materialize(run)
     except dg.DagsterExecutionInterruptedError:
         stop_now()
+    stop_spark()
     stop_leftovers()
 
 
+def stop_spark() -> None:
+    """The run's Spark session, stopped before its JVM is: under a live session, pyspark's
+    threads print tracebacks when the JVM goes (the accumulator server's end of file, py4j's
+    lost connection at exit), after the quiet console has given the terminal back."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+
+
 def _materialize(run: DemoRun) -> None:
-    warnings.filterwarnings("ignore", module="dagster")
     os.environ.update({k: v for k, v in env_of(run.settings).items() if k.startswith("SMARTCITY_")})
     import dagster as dg
 
-    from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.definitions import defs
     from smartcity_dagster.home import dagster_home
+    from smartcity_dagster.runs import materialize_daily
     from smartcity_dagster.sensors import stream_progress_sensor
 
     dagster_home(run.settings)
@@ -193,13 +207,11 @@ def _materialize(run: DemoRun) -> None:
         requested = [r for r in result.run_requests if r.partition_key == run.day]
         if not requested:
             raise RuntimeError(f"the sensor did not request {run.day}")
-        dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
-        job = defs.resolve_job_def("daily_pipeline")
-        outcome = job.execute_in_process(
-            partition_key=run.day,
-            instance=instance,
+        outcome = materialize_daily(
+            instance,
+            run.day,
+            run.steps,
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={
                 "dagster/sensor_name": "stream_progress_sensor",
                 "dagster/run_key": requested[0].run_key or "",
@@ -450,21 +462,31 @@ def shut_down(settings: Settings) -> None:
     stop_leftovers()
 
 
-def run_demo(settings: Settings, small: bool, no_serve: bool, interval_s: int | None) -> bool:
+def run_demo(
+    settings: Settings, small: bool, no_serve: bool, interval_s: int | None, verbose: bool = False
+) -> bool:
     """True when nothing was lost and every blocking check passed; a Ctrl-C before the
-    summary raises KeyboardInterrupt, once everything the demo started has stopped."""
-    console = Console(width=max(Console().width, 110))
+    summary raises KeyboardInterrupt, once everything the demo started has stopped.
+
+    The steps print a line each; what the engines print while they run (Dagster, Spark's
+    JVM) goes to a file in `<runtime>/logs/`, named after the summary, unless `verbose`."""
+    from smartcity_dagster.console import StepConsole, log_file
+
+    log = None if verbose else log_file(settings.runtime_dir, "demo")
+    steps_console = StepConsole(Console(width=max(Console().width, 110)), log)
     day = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
     folder = settings.runtime_dir / "demo"
     folder.mkdir(parents=True, exist_ok=True)
-    run = DemoRun(settings, day, interval_s or (600 if small else 60), console, folder)
+    run = DemoRun(settings, day, interval_s or (600 if small else 60), steps_console, folder)
     steps: list[Callable[[DemoRun], None]] = [prepare, simulate, stream, batch]
     for sig in STOP_SIGNALS:
         signal.signal(sig, stop_now)
     try:
-        for step in steps:
-            step(run)
+        with run.steps:
+            for step in steps:
+                step(run)
         ok = summarize(run)
+        run.steps.print_log_file()
         if not no_serve:
             serve(run)
         return ok
@@ -482,12 +504,15 @@ def demo(
     ),
     small: bool = typer.Option(False, "--small", help="A coarse day (every 10 min), for tests."),
     interval: int = typer.Option(None, min=1, help="Reporting interval of the simulated day, s."),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Dagster's and Spark's detail on the console, not in a log."
+    ),
 ) -> None:
     """The whole platform on embedded defaults: simulate yesterday, stream, build, serve."""
     from smartcity.cli_support import settings_or_exit
 
     try:
-        ok = run_demo(settings_or_exit(), small, no_serve, interval)
+        ok = run_demo(settings_or_exit(), small, no_serve, interval, verbose)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     raise typer.Exit(0 if ok else 1)

@@ -34,8 +34,14 @@ def materialize(
     ),
     start: str = typer.Option(None, "--from", help="First date of a range (with --to)."),
     end: str = typer.Option(None, "--to", help="Last date of a range, inclusive."),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Dagster's and Spark's detail on the console, not in a log."
+    ),
 ) -> None:
-    """Materialize raw -> clean -> aggregates -> summary for a date or a range (one run)."""
+    """Materialize raw -> clean -> aggregates -> summary for a date or a range (one run).
+
+    Prints a line per step with its time; the detail goes to a file in `<runtime>/logs/`,
+    named in the last line (on the console with -v)."""
     one, first, last = _day(day, "--date"), _day(start, "--from"), _day(end, "--to")
     if (one and (first or last)) or bool(first) != bool(last):
         raise UserError("give either --date D, or --from D1 --to D2")
@@ -49,11 +55,20 @@ def materialize(
     # the definitions (assets, Spark's configuration) takes seconds to import.
     import dagster as dg
 
-    from smartcity_dagster.runs import materialize_daily
+    from smartcity_dagster.console import StepConsole, log_file
 
+    log = None if verbose else log_file(settings.runtime_dir, "materialize")
+    steps = StepConsole(Console(), log)
     tags = {RANGE_START: first, RANGE_END: last} if first else {}
-    result = materialize_daily(dg.DagsterInstance.get(), one, tags=tags, raise_on_error=False)
-    console = Console()
+    with steps:
+        # Inside: importing the definitions prints Python's warnings, and may fail with a
+        # line for the user (then printed once the console is back).
+        from smartcity_dagster.runs import materialize_daily
+
+        result = materialize_daily(
+            dg.DagsterInstance.get(), one, steps, tags=tags, raise_on_error=False
+        )
+    console = steps.console
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
@@ -61,6 +76,11 @@ def materialize(
             check = f"{data.asset_key.to_user_string()}.{data.check_name}"
             console.print(f"  {data.partition or ''}  check {check}: {mark}")
     what = one or f"{first}..{last}"
+    if result.success:
+        console.print(f"[green]materialized[/] {what} (run {result.run_id})")
+    steps.print_log_file()
     if not result.success:
-        raise UserError(f"materializing {what} failed (run {result.run_id}); see the Dagster UI")
-    console.print(f"[green]materialized[/] {what} (run {result.run_id})")
+        where = log or "the output above"
+        raise UserError(
+            f"materializing {what} failed (run {result.run_id}); see {where} or the Dagster UI"
+        )

@@ -21,6 +21,7 @@ import pytest
 from smartcity.demo import API_PORT, DAGSTER_UI_PORT, examples
 from smartcity.services.processes import family, free_port, terminate
 from tests.stream_support import SMARTCITY
+from tests.test_quiet_console import LOG_LINE, NOISE
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,14 @@ def test_demo_builds_a_day_the_api_serves(tmp_path: Path) -> None:
     assert "asset checks passed" in demo.stdout
 
     runtime = tmp_path / ".runtime"
+    assert [line for line in demo.stdout.splitlines() if any(w in line for w in NOISE)] == []
+    assert demo.stderr == ""
+    assert re.search(r"^  ✓ clean_traffic \(\d+\.\d s\)$", demo.stdout, re.M), demo.stdout
+    named = LOG_LINE.fullmatch(demo.stdout.splitlines()[-1])
+    assert named, demo.stdout[-2000:]
+    log = Path(named.group(1))
+    assert log.parent == runtime / "logs"
+    assert 'STEP_SUCCESS - Finished execution of step "anomaly_summary"' in log.read_text()
     summary = orjson.loads((runtime / "demo" / "summary.json").read_bytes())
     acknowledged = sum(t["readings_acknowledged"] for t in summary["topics"].values())
     day = summary["first_event_time"][:10]
