@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.bench_simulator import broker, fresh_topics
+from bench.bench_simulator import REPLAY_BEHIND_S, broker, fresh_topics
 from simulator.producer import ReadingProducer
 from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
@@ -64,7 +64,9 @@ def land(settings: Settings, lake_dir: Path, hours: int) -> Settings:
     """Produce `hours` of readings and land them with the real worker (in process)."""
     config = SimulationConfig(start_ms=int(START.timestamp() * 1000), interval_ms=INTERVAL_MS)
     registry = build_registry()
-    local = settings.model_copy(update={"lake_uri": lake_dir.as_uri()})
+    local = settings.model_copy(
+        update={"lake_uri": lake_dir.as_uri(), "event_time_behind_s": REPLAY_BEHIND_S}
+    )
     imported, _ = import_registry(Lake.from_settings(local), registry.table())
     simulation = Simulation(registry, config)
     producer = ReadingProducer(settings)

@@ -33,6 +33,9 @@ from smartcity.settings import Settings
 from smartcity.topics import create_topics
 
 START_MS = 1_795_737_600_000  # 2026-11-27T00:00:00Z
+REPLAY_BEHIND_S = 20 * 365 * 86_400.0
+"""The benches' fixed day is sent now, which is a backfill: their workers take readings dated
+up to this long before their broker timestamp (`Settings.event_time_behind_s`)."""
 
 
 @contextmanager

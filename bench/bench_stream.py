@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.bench_simulator import broker, fresh_topics, simulation
+from bench.bench_simulator import REPLAY_BEHIND_S, broker, fresh_topics, simulation
 from simulator.producer import ReadingProducer
 from simulator.registry import build_registry, registry_table
 from smartcity.kafka import client_config
@@ -64,7 +64,9 @@ def worker_rate(
         until_idle_s=IDLE_S,
         group_id=f"bench-{uuid.uuid4().hex[:6]}",
     )
-    local = settings.model_copy(update={"lake_uri": lake.as_uri()})
+    local = settings.model_copy(
+        update={"lake_uri": lake.as_uri(), "event_time_behind_s": REPLAY_BEHIND_S}
+    )
     worker = StreamWorker(local, sensors_by_id(registry_table(build_registry())), options)
     started = time.perf_counter()
     totals = worker.run()
@@ -166,6 +168,7 @@ def group_rate(settings: Settings, lake: Path, workers: int, messages: int) -> t
         "SMARTCITY_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "SMARTCITY_TOPIC_PREFIX": topics.topic_prefix,
         "SMARTCITY_LAKE_URI": lake.as_uri(),
+        "SMARTCITY_EVENT_TIME_BEHIND_S": str(REPLAY_BEHIND_S),
     }
     command = [str(Path(sys.executable).parent / "smartcity"), "stream", "--group-id", group]
     command += ["--until-idle", str(IDLE_S), "--metrics-port", "0"]

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     api_response_cache_s: float = Field(
         default=1.0, ge=0, le=60, description="how long the API reuses a hot route's answer"
     )
+    event_time_ahead_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="how far after its broker timestamp a reading may be dated (a fast clock "
+        "of hours is kept; a day ahead measures nothing that has happened)",
+    )
+    event_time_behind_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="how far before its broker timestamp a reading may be dated (a gateway "
+        "that buffered through an outage; the brokers keep a week; a backfill widens it)",
+    )
     spark_master: str = "local[*]"
     spark_driver_memory: str = Field(default="4g", pattern=JVM_MEMORY)
     spark_executor_python: str | None = Field(

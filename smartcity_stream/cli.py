@@ -44,6 +44,19 @@ def stream(
     ),
     window: float = typer.Option(60.0, min=1, help="Tumbling window size, seconds."),
     lateness: float = typer.Option(30.0, min=0, help="Allowed lateness, seconds."),
+    event_time_ahead: float = typer.Option(
+        None,
+        min=0,
+        help="Dead-letter a reading dated more than this many seconds after its broker "
+        "timestamp (a fast clock). Default: SMARTCITY_EVENT_TIME_AHEAD_S, 1 day.",
+    ),
+    event_time_behind: float = typer.Option(
+        None,
+        min=0,
+        help="Dead-letter a reading dated more than this many seconds before its broker "
+        "timestamp. Default: SMARTCITY_EVENT_TIME_BEHIND_S, 7 days; a backfill of older "
+        "days widens it.",
+    ),
     rules: Path = typer.Option(
         None, exists=True, dir_okay=False, help="JSON file overriding rule thresholds."
     ),
@@ -75,6 +88,8 @@ def stream(
         land_after_s=land_after,
         window_s=window,
         allowed_lateness_s=lateness,
+        event_time_ahead_s=event_time_ahead,
+        event_time_behind_s=event_time_behind,
         until_idle_s=until_idle,
         metrics_host=metrics_host,
         metrics_port=metrics_port,

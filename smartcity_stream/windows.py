@@ -1,11 +1,13 @@
 """Tumbling event-time windows per sensor, closed by a watermark with allowed lateness.
 
 Each source (a topic-partition) has its own watermark: the largest event time it has carried
-minus the allowed lateness. A sensor's readings always come from one partition (the key is
-the sensor id), so its windows close by that partition's watermark, and a partition that is
-behind never makes another one's events look late. A window closes when its end is at or
-before the watermark; an event for a closed window is late: it is still landed (the batch
-layer sees it) but no longer changes the window.
+minus the allowed lateness (each event time only as far as the caller lets it move the
+watermark: the worker caps a fast clock's at its broker timestamp). A sensor's readings
+always come from one partition (the key is the sensor id), so its windows close by that
+partition's watermark, and a partition that is behind never makes another one's events
+look late. A window closes when its end is at or before the watermark; an event for a
+closed window is late: it is still landed (the batch layer sees it) but no longer changes
+the window.
 
 A batch joins its windows at once (`TumblingWindows.add_batch`): lateness from a running maximum
 of event times, the (sensor, window) groups with numpy, and each window's running sums
@@ -141,19 +143,25 @@ class TumblingWindows:
         return self._open[(sensor_id, int(view.start_ms[0]))][1] if view.joined[0] else None
 
     def add_batch(
-        self, source: object, readings: Readings, measures: tuple[str, ...]
+        self,
+        source: object,
+        readings: Readings,
+        measures: tuple[str, ...],
+        advance_ms: np.ndarray | None = None,
     ) -> WindowView:
         """Add a batch's readings (offset order) to their windows; late ones join none.
 
         A reading is late when its window ended at or before the watermark as it stood just
         before the reading: the largest earlier event time of the source minus the lateness.
+        `advance_ms` is, per reading, how far it may move the watermark (by default its event
+        time; the worker caps it by the broker timestamp: `smartcity_stream.clock_guard`).
         """
         event = readings.event_ms
         start = event - event % self.size_ms
         before = self._max_event_ms.get(source, NO_EVENT_MS)
         seen = np.full(readings.size, before, dtype=np.int64)
         if readings.size:
-            running = np.maximum.accumulate(event)
+            running = np.maximum.accumulate(event if advance_ms is None else advance_ms)
             np.maximum(seen[1:], running[:-1], out=seen[1:])
             self._max_event_ms[source] = max(before, int(running[-1]))
         joined = start + self.size_ms > seen - self.lateness_ms

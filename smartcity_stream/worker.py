@@ -51,24 +51,26 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
+import numpy as np
 import orjson
+import pyarrow as pa
 from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from tenacity import Retrying, retry_if_exception, retry_if_exception_type, wait_exponential
 
 from smartcity.contract import ContractError, ReadingDecoder
+from smartcity.ingest import produce
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.metrics_endpoint import serve
 from smartcity.registry import RegistryFollower
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_stream import metrics
+from smartcity_stream import clock_guard, metrics
 from smartcity_stream.buffer import (
     LandingBuffers,
     LandingPolicy,
@@ -91,6 +93,7 @@ from smartcity_stream.progress import (
     load_progress,
     save_progress,
 )
+from smartcity_stream.publish import TRUNCATED, dead_letter, message_limit, worker_producer
 from smartcity_stream.rules import MEASURES, Finding, RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows, WindowView
 
@@ -127,6 +130,12 @@ class WorkerOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     rules: RuleConfig = field(default_factory=RuleConfig)
+    # How far a reading's event time may lie after / before its broker timestamp before it
+    # is a bad clock's (`smartcity_stream.clock_guard`); None: the settings' bounds.
+    event_time_ahead_s: float | None = None
+    event_time_behind_s: float | None = None
+    # librdkafka settings over the producer's own (`publish.worker_producer`).
+    producer_settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,14 @@ class StreamWorker:
         self.registry = registry
         self.lake = Lake.from_settings(settings)
         self.decoder = ReadingDecoder()
+        self.clocks = clock_guard.ClockGuard(
+            settings.event_time_ahead_s
+            if options.event_time_ahead_s is None
+            else options.event_time_ahead_s,
+            settings.event_time_behind_s
+            if options.event_time_behind_s is None
+            else options.event_time_behind_s,
+        )
         self.windows = TumblingWindows(options.window_s, options.allowed_lateness_s)
         self.rules = RuleEngine(options.rules, sensors)
         self.live = LiveState(options.worker_id)
@@ -248,12 +265,8 @@ class StreamWorker:
                 },
             )
         )
-        self.producer = Producer(
-            client_config(
-                settings,
-                **{"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"},
-            )
-        )
+        self.dead_letter_limit = message_limit(settings, settings.topic("deadletter"))
+        self.producer = worker_producer(settings, self.dead_letter_limit, options.producer_settings)
 
     def request_stop(self, *_: object) -> None:
         """SIGTERM/SIGINT: land what is in hand, commit, and leave."""
@@ -488,6 +501,7 @@ class StreamWorker:
         sensor_type = self.topic_types[tp[0]]
         decode, sensors, partition = self.decoder.decode, self.sensors, tp[1]
         rows: list[dict[str, Any]] = []
+        accepted: list[Message] = []
         for message in batch:
             try:
                 reading = decode(message.value() or b"")
@@ -507,12 +521,19 @@ class StreamWorker:
             reading["kafka_partition"] = partition
             reading["kafka_offset"] = message.offset()
             rows.append(reading)
+            accepted.append(message)
         self.totals.consumed += len(batch)
         metrics.CONSUMED.labels(tp[0]).inc(len(batch))
         table, anomalies, watermark = None, [], None
         if rows:
-            table = rows_to_table(sensor_type, rows)
-            anomalies = self._detect(tp, Readings.from_table(sensor_type, table, rows))
+            table, rows, broker = self._refuse_bad_clocks(
+                rows_to_table(sensor_type, rows), rows, accepted
+            )
+        if table is not None:
+            readings = Readings.from_table(sensor_type, table, rows)
+            anomalies = self._detect(
+                tp, readings, clock_guard.advance_ms(readings.event_ms, broker)
+            )
             watermark = _iso(max(self.windows.watermark_ms(tp), 0))
         self.buffers.add(
             tp,
@@ -521,6 +542,28 @@ class StreamWorker:
             table=table,
             anomalies=anomalies,
             watermark=watermark,
+        )
+
+    def _refuse_bad_clocks(
+        self, table: pa.Table, rows: list[dict[str, Any]], messages: list[Message]
+    ) -> tuple[pa.Table | None, list[dict[str, Any]], np.ndarray]:
+        """Dead-letter the readings dated too far from their broker timestamps; the table
+        (None if no reading is left), readings and broker timestamps of the rest
+        (`smartcity_stream.clock_guard`)."""
+        broker = np.fromiter(map(clock_guard.broker_ms, messages), np.int64, len(messages))
+        event_ms = table.column("event_time").to_numpy().view(np.int64)
+        refused = self.clocks.out_of_range(event_ms, broker)
+        if not refused.any():
+            return table, rows, broker
+        for row in np.flatnonzero(refused).tolist():
+            reading = rows[row]
+            error = self.clocks.error(reading["event_time"], int(event_ms[row]), int(broker[row]))
+            self._dead_letter(messages[row], clock_guard.REASON, error)
+        kept = ~refused
+        return (
+            table.filter(pa.array(kept)) if kept.any() else None,
+            [row for row, keep in zip(rows, kept.tolist(), strict=True) if keep],
+            broker[kept],
         )
 
     def _start_round(self) -> None:
@@ -638,10 +681,13 @@ class StreamWorker:
             anomaly_files(sensor_type, partition, offsets, buffer.anomalies),
         )
 
-    def _detect(self, tp: TopicPartitionKey, readings: Readings) -> list[dict[str, Any]]:
-        """Windows and rules over the segment at once; live state from each sensor's last."""
+    def _detect(
+        self, tp: TopicPartitionKey, readings: Readings, advance_ms: np.ndarray
+    ) -> list[dict[str, Any]]:
+        """Windows and rules over the segment at once; live state from each sensor's last.
+        `advance_ms`: how far each reading may move the partition's watermark."""
         late_before = self.windows.late_events
-        window = self.windows.add_batch(tp, readings, MEASURES[readings.sensor_type])
+        window = self.windows.add_batch(tp, readings, MEASURES[readings.sensor_type], advance_ms)
         anomalies = [
             self._anomaly(readings, row, window, finding)
             for row, finding in self.rules.evaluate_batch(readings, window)
@@ -692,11 +738,12 @@ class StreamWorker:
             "window_end": _iso(end),
             "detected_at": _iso(detected_ms),
         }
-        self.producer.produce(
+        produce(
+            self.producer,
             self.settings.topic("anomalies"),
-            key=reading["sensor_id"].encode(),
-            value=orjson.dumps(message),
-            on_delivery=self._delivered,
+            reading["sensor_id"].encode(),
+            orjson.dumps(message),
+            self._delivered,
         )
         self.live.add_anomaly(anomaly)
         self.totals.anomalies += 1
@@ -705,19 +752,24 @@ class StreamWorker:
         return anomaly
 
     def _dead_letter(self, message: Message, reason: str, error: str) -> None:
-        headers = [
-            ("error", error.encode()[:1000]),
-            ("reason", reason.encode()),
-            ("source_topic", message.topic().encode()),
-            ("source_partition", str(message.partition()).encode()),
-            ("source_offset", str(message.offset()).encode()),
-        ]
-        self.producer.produce(
+        """The message as it came, its reason and source in headers; cut to what the
+        dead-letter topic takes if it is larger (`smartcity_stream.publish`)."""
+        key, value, headers = dead_letter(message, reason, error, self.dead_letter_limit)
+        if any(name == TRUNCATED for name, _ in headers):
+            log.warning(
+                "dead letter of %s/%d@%d cut to %d bytes",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                len(key or b"") + len(value or b""),
+            )
+        produce(
+            self.producer,
             self.settings.topic("deadletter"),
-            key=message.key(),
-            value=message.value(),
-            headers=headers,
-            on_delivery=self._delivered,
+            key,
+            value,
+            self._delivered,
+            headers,
         )
         self.producer.poll(0)
         self.totals.dead_letters += 1

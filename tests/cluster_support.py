@@ -25,7 +25,7 @@ from smartcity.services import kafka_broker, manager
 from smartcity.services.processes import ServiceRecord
 from smartcity.settings import Settings
 from tests.postgres_support import reachable_folder
-from tests.stream_support import for_this_run
+from tests.stream_support import BACKFILL_BEHIND_S, for_this_run
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_RUNTIME = Path(tempfile.gettempdir()) / (
@@ -40,7 +40,8 @@ def start_cluster(runtime_dir: Path = CLUSTER_RUNTIME) -> Settings:
     """Start what of the cluster in `runtime_dir` is not running; settings that reach it."""
     base = Settings(_env_file=None, runtime_dir=reachable_folder(runtime_dir))
     records = services_cluster.up(base)
-    return services_cluster.client_settings(base, manager.merged_env(records.values()))
+    reaching = services_cluster.client_settings(base, manager.merged_env(records.values()))
+    return reaching.model_copy(update={"event_time_behind_s": BACKFILL_BEHIND_S})
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import pytest
 from smartcity.services import kafka_broker, manager, minio_server
 from smartcity.settings import Settings
 from smartcity.topics import create_topics
-from tests.stream_support import for_this_run
+from tests.stream_support import BACKFILL_BEHIND_S, for_this_run
 
 REPO = Path(__file__).resolve().parents[1]
 pytest_plugins = (  # session fixtures, registered once
@@ -30,7 +30,11 @@ pytest_plugins = (  # session fixtures, registered once
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A `Settings` that reaches a running broker and S3 server (ours or the caller's)."""
     if os.environ.get("SMARTCITY_KAFKA_BOOTSTRAP") and os.environ.get("SMARTCITY_S3_ENDPOINT"):
-        yield Settings(_env_file=None, runtime_dir=tmp_path_factory.mktemp("runtime"))
+        yield Settings(
+            _env_file=None,
+            runtime_dir=tmp_path_factory.mktemp("runtime"),
+            event_time_behind_s=BACKFILL_BEHIND_S,
+        )
         return
     runtime = REPO / ".runtime" / "test-services"
     base = Settings(_env_file=None, runtime_dir=runtime)
@@ -47,6 +51,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             s3_endpoint=env["SMARTCITY_S3_ENDPOINT"],
             s3_access_key=env["SMARTCITY_S3_ACCESS_KEY"],
             s3_secret_key=env["SMARTCITY_S3_SECRET_KEY"],
+            event_time_behind_s=BACKFILL_BEHIND_S,
         )
     finally:
         if not shared:

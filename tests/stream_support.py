@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -20,7 +22,7 @@ from simulator.simulation import Simulation, SimulationConfig
 from smartcity.contract import ContractError, ReadingDecoder
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
-from smartcity.layout import LANDING
+from smartcity.layout import LANDING, live_key
 from smartcity.registry import import_registry, sensors_by_id
 from smartcity.settings import SENSOR_TYPES, Settings
 from smartcity_stream.progress import OwnerMark
@@ -102,6 +104,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         SMARTCITY_TOPIC_PREFIX=settings.topic_prefix,
         SMARTCITY_LAKE_URI=settings.lake_uri,
         SMARTCITY_RUNTIME_DIR=str(settings.runtime_dir),
+        SMARTCITY_EVENT_TIME_BEHIND_S=str(settings.event_time_behind_s),
     )
     if settings.s3_endpoint:
         env.update(
@@ -319,3 +322,47 @@ def committed_marks(
     return {
         (tp.topic, tp.partition): (tp.offset, OwnerMark.decode(tp.metadata)) for tp in committed
     }
+
+
+BACKFILL_BEHIND_S = 20 * 365 * 86_400.0
+"""Tests replay fixed past days now, which is a backfill: the shared services' settings (and
+so every worker started from them) take readings dated up to 20 years before their broker
+timestamp (`Settings.event_time_behind_s`); the bad-clock tests go back to the default."""
+
+
+def live_start_ms(interval_ms: int) -> int:
+    """The next step of the interval grid from now: readings dated as a live sensor's."""
+    return -(-time.time_ns() // 1_000_000 // interval_ms) * interval_ms
+
+
+def produce_messages(
+    settings: Settings, messages: list[tuple[str, bytes | None, bytes]], **config: object
+) -> list[tuple[str, int, int]]:
+    """Send each (topic, key, value) as it is (librdkafka `config` over the defaults);
+    where the broker put each one, as (topic, partition, offset), in the order sent."""
+    producer = Producer(client_config(settings, **{"enable.idempotence": True, **config}))
+    placed: dict[int, tuple[str, int, int]] = {}
+    errors: list[str] = []
+
+    def delivered(index: int, error: object, message: Message) -> None:
+        if error is not None:
+            errors.append(str(error))
+        else:
+            placed[index] = (message.topic(), message.partition(), message.offset())
+
+    for index, (topic, key, value) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=partial(delivered, index))
+                break
+            except BufferError:  # the local queue is full: wait for deliveries
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    assert errors == []
+    return [placed[index] for index in range(len(messages))]
+
+
+def worker_status(settings: Settings, worker_id: str) -> dict:
+    """The status a worker last wrote into the live state (written at its exit too)."""
+    return orjson.loads(Lake.from_settings(settings).read_bytes(live_key(worker_id, "status.json")))

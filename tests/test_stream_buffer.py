@@ -17,7 +17,12 @@ from smartcity_stream.buffer import LandingBuffers, LandingPolicy, landing_due
 from smartcity_stream.landing import landing_files, rows_to_table
 from smartcity_stream.progress import load_all_progress
 from smartcity_stream.worker import StreamWorker, WorkerOptions
-from tests.stream_support import isolated, kafka_coordinates, landed, produce_simulation
+from tests.stream_support import (
+    isolated,
+    kafka_coordinates,
+    landed,
+    produce_simulation,
+)
 
 POLICY = LandingPolicy(max_messages=100, max_age_s=1.0)
 TP = ("smartcity.traffic", 1)
@@ -110,7 +115,13 @@ def test_a_crash_before_the_commit_is_replayed_into_the_same_files(
     group = f"{settings.topic_prefix}replay"
 
     first = StreamWorker(
-        settings, sensors, WorkerOptions(group_id=group, batch_size=700, land_messages=2500)
+        settings,
+        sensors,
+        WorkerOptions(
+            group_id=group,
+            batch_size=700,
+            land_messages=2500,
+        ),
     )
 
     def crash(offsets: object) -> None:
@@ -127,7 +138,12 @@ def test_a_crash_before_the_commit_is_replayed_into_the_same_files(
     second = StreamWorker(
         settings,
         sensors,
-        WorkerOptions(group_id=group, batch_size=97, land_messages=900, until_idle_s=3),
+        WorkerOptions(
+            group_id=group,
+            batch_size=97,
+            land_messages=900,
+            until_idle_s=3,
+        ),
     )
     second.run()
     after, tables = landed(lake)

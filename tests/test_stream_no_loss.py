@@ -41,7 +41,8 @@ def test_sigkill_loses_and_doubles_nothing(live_settings: Settings) -> None:
     committed = 0
     for _ in range(KILLS):
         worker = start_worker(
-            settings, "--batch-size", "2000", "--land-messages", "5000", "--worker-id", "nl-worker"
+            settings,
+            *("--batch-size", "2000", "--land-messages", "5000", "--worker-id", "nl-worker"),
         )
         committed = _wait_for_progress(lake, committed)
         time.sleep(rng.uniform(0.0, 0.8))
