@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 ]
                 for n, (name, settings) in enumerate(setups.items())
             }
-            s3_filesystem(reaching).delete_dir(bucket)
+            s3_filesystem(reaching).delete_dir_contents(bucket)
     finally:
         if started_here:
             manager.down(base)
