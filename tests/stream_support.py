@@ -20,6 +20,7 @@ from simulator.faults import FAULT_KINDS, INTACT, FaultConfig
 from simulator.registry import build_registry
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.contract import ContractError, ReadingDecoder
+from smartcity.ingest import produce
 from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.layout import LANDING, live_key
@@ -351,12 +352,7 @@ def produce_messages(
             placed[index] = (message.topic(), message.partition(), message.offset())
 
     for index, (topic, key, value) in enumerate(messages):
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, on_delivery=partial(delivered, index))
-                break
-            except BufferError:  # the local queue is full: wait for deliveries
-                producer.poll(0.1)
+        produce(producer, topic, key, value, partial(delivered, index))
         producer.poll(0)
     assert producer.flush(120) == 0
     assert errors == []
