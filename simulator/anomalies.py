@@ -58,7 +58,25 @@ DURATION_S: dict[AnomalyKind, tuple[float, float]] = {
     AnomalyKind.ENERGY_SPIKE: (60, 300),
     AnomalyKind.TEMPERATURE_OUT_OF_RANGE: (600, 1800),
 }
-"""How long each kind lasts in event time (uniform between the bounds, at least one reading)."""
+"""How long each kind lasts in event time (uniform between the bounds, at least
+`MIN_READINGS` readings)."""
+
+MIN_READINGS: dict[AnomalyKind, int] = {AnomalyKind.STUCK_SENSOR: 3}
+"""A flat line is a repetition: a value reported twice in a row can be chance, three times in
+a row is not, so a stuck sensor repeats at least three readings whatever the interval."""
+
+MIN_WITNESSES: dict[tuple[str, AnomalyKind], int] = {
+    ("traffic", AnomalyKind.SPEED_ANOMALY): 3,
+    ("traffic", AnomalyKind.STUCK_SENSOR): 1,
+}
+"""Kinds only passing vehicles can show, and how many must pass while one lasts for it to be
+ground truth. A speed is the mean of the vehicles that passed, and the mean of one or two is
+one driver's choice (a night-time speed fault on an empty road shows nothing); a loop stuck
+on an empty road's reading reports what an empty road reports."""
+
+QUIET_AFTER_S = 1800
+"""A sensor's next anomaly starts at least this long after its last one ended: two faults
+closer than that are one episode to any detector (and to an operator)."""
 
 DEFAULT_RATE_PER_HOUR = 0.05
 """Expected anomaly starts per sensor per hour of event time: ~250 a day in the default city."""
@@ -96,6 +114,7 @@ class AnomalyPlan:
     kinds: np.ndarray
     severity: np.ndarray
     stuck_starts: np.ndarray
+    start_ms: np.ndarray
 
 
 class AnomalyPlanner:
@@ -114,6 +133,9 @@ class AnomalyPlanner:
         self._mean_gap_ms = 3_600_000 / rate_per_hour if rate_per_hour > 0 else math.inf
         self._kind_codes = np.array([code(k) for k in KINDS_BY_TYPE[group.sensor_type]])
         self._durations = np.array([DURATION_S[k] for k in KINDS_BY_TYPE[group.sensor_type]])
+        self._min_readings = np.array(
+            [MIN_READINGS.get(k, 1) for k in KINDS_BY_TYPE[group.sensor_type]]
+        )
         self._kinds = np.zeros(group.size, dtype=np.int64)
         self._severity = np.zeros(group.size)
         self._start_ms = np.zeros(group.size, dtype=np.int64)
@@ -121,13 +143,20 @@ class AnomalyPlanner:
         self._next_start_ms = np.full(group.size, math.inf)
         self._next_event_ms = -math.inf  # nothing scheduled yet: look at the first step
         self._frozen: dict[str, np.ndarray] = {}
+        self._witnesses: dict[tuple[str, int], int] = {}
         self.planted: list[PlantedAnomaly] = []
-        """Ground truth: the anomalies closed so far (all of them after `close_all`)."""
+        """The anomalies closed so far (all of them after `close_all`); `ground_truth` is
+        those of them the readings could show."""
 
     def plan(self, times_ms: np.ndarray) -> AnomalyPlan:
         """Advance through the steps at `times_ms`; what is active at each of them."""
         shape = (len(times_ms), self._group.size)
-        plan = AnomalyPlan(np.zeros(shape, np.int64), np.zeros(shape), np.zeros(shape, bool))
+        plan = AnomalyPlan(
+            np.zeros(shape, np.int64),
+            np.zeros(shape),
+            np.zeros(shape, bool),
+            np.zeros(shape, np.int64),
+        )
         active = bool((self._kinds != NO_ANOMALY).any())  # carried over from the last block
         for row, epoch_ms in enumerate(times_ms.tolist()):
             if epoch_ms >= self._next_event_ms:
@@ -135,6 +164,7 @@ class AnomalyPlanner:
             if active:
                 plan.kinds[row] = self._kinds
                 plan.severity[row] = self._severity
+                plan.start_ms[row] = self._start_ms
         return plan
 
     def _advance(self, epoch_ms: int, stuck_starts: np.ndarray) -> bool:
@@ -147,7 +177,8 @@ class AnomalyPlanner:
             self._next_start_ms[:] = epoch_ms + self._gaps(self._group.size)
         ended = np.flatnonzero((self._kinds != NO_ANOMALY) & (self._end_ms <= epoch_ms))
         self._close(ended, self._end_ms[ended])
-        self._next_start_ms[ended] = self._end_ms[ended] + self._gaps(ended.size)
+        quiet_ms = QUIET_AFTER_S * 1000
+        self._next_start_ms[ended] = self._end_ms[ended] + quiet_ms + self._gaps(ended.size)
         starting = np.flatnonzero((self._kinds == NO_ANOMALY) & (self._next_start_ms <= epoch_ms))
         if starting.size:
             self._start(starting, epoch_ms)
@@ -167,7 +198,9 @@ class AnomalyPlanner:
         choice = self._rng.integers(0, len(self._kind_codes), sensors.size)
         low, high = self._durations[choice, 0], self._durations[choice, 1]
         duration_ms = (low + (high - low) * self._rng.random(sensors.size)) * 1000
-        readings = np.maximum(1, np.round(duration_ms / self._interval_ms)).astype(np.int64)
+        readings = np.maximum(
+            self._min_readings[choice], np.round(duration_ms / self._interval_ms)
+        ).astype(np.int64)
         self._kinds[sensors] = self._kind_codes[choice]
         self._severity[sensors] = self._rng.random(sensors.size)
         self._start_ms[sensors] = epoch_ms
@@ -208,6 +241,27 @@ class AnomalyPlanner:
             values[cells[0][~in_block], carried] = frozen[carried]
             values[cells[0][in_block], cells[1][in_block]] = fill
             frozen[stuck[-1]] = values[-1, stuck[-1]]
+
+    def witness(self, plan: AnomalyPlan, vehicles: np.ndarray) -> None:
+        """Count the vehicles reported while each `MIN_WITNESSES` kind was active."""
+        for sensor_type, kind in MIN_WITNESSES:
+            if sensor_type != self._group.sensor_type:
+                continue
+            steps, sensors = np.nonzero(plan.kinds == code(kind))
+            starts, passed = plan.start_ms[steps, sensors].tolist(), vehicles[steps, sensors]
+            for sensor, start, count in zip(sensors.tolist(), starts, passed.tolist(), strict=True):
+                key = (self._group.ids[sensor], start)
+                self._witnesses[key] = self._witnesses.get(key, 0) + int(count)
+
+    @property
+    def ground_truth(self) -> list[PlantedAnomaly]:
+        """The closed anomalies that enough vehicles witnessed, where a kind needs them."""
+        return [
+            p
+            for p in self.planted
+            if self._witnesses.get((p.sensor_id, p.start_ms), 0)
+            >= MIN_WITNESSES.get((p.sensor_type, AnomalyKind(p.kind)), 0)
+        ]
 
     def close_all(self, end_ms: int) -> None:
         """At the end of a run: close everything, truncated at `end_ms` (exclusive)."""

@@ -104,7 +104,8 @@ class TrafficModel:
         spread = 0.15 / np.sqrt(np.maximum(count, 1))
         measured = np.clip(speed * (1 + spread * rng.normal(0, 1, shape)), 1, 250)
         measured = np.where(count > 0, np.round(measured, 1), np.nan)
-        occupancy = np.round(np.clip(occupancy, 0, 100), 1)
+        # occupancy is the time vehicles covered the loop: none passed, none covered it
+        occupancy = np.where(count > 0, np.round(np.clip(occupancy, 0, 100), 1), 0.0)
         return {
             "vehicle_count": count,
             "average_speed_kmh": measured,

@@ -172,12 +172,14 @@ class Simulation:
         for sensor_type, columns in blocks.items():
             self._planners[sensor_type].hold_stuck(columns, plans[sensor_type])
             self._block[sensor_type] = columns, plans[sensor_type]
+        self._planners["traffic"].witness(plans["traffic"], blocks["traffic"]["vehicle_count"])
         self._row = 0
 
     @property
     def planted(self) -> list[PlantedAnomaly]:
-        """Ground truth so far: the closed anomalies of every type (all after `finish`)."""
-        return [a for t in STEP_ORDER for a in self._planners[t].planted]
+        """Ground truth so far: the closed anomalies of every type (all after `finish`) that
+        the readings could show (`AnomalyPlanner.ground_truth`)."""
+        return [a for t in STEP_ORDER for a in self._planners[t].ground_truth]
 
     def finish(self) -> list[Batch]:
         """End of run: release held (late) messages, close the anomalies still under way."""

@@ -14,20 +14,21 @@ step through a sensor's readings one by one, as plain floats.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from smartcity_stream.baselines import Level, Recent
 from smartcity_stream.columns import Readings
 from smartcity_stream.windows import Window, WindowView
 
 
 @dataclass(frozen=True, kw_only=True)
 class RuleConfig:
-    """Thresholds of every rule.
+    """Thresholds of every rule, every time constant in seconds of event time: the same
+    configuration holds for a sensor that reports every second and one every ten minutes.
 
     A plain frozen dataclass, not a pydantic model: Spark's executors build these rules for
     the batch layer, and their Python has numpy, pandas and pyarrow but not this project's
@@ -38,102 +39,97 @@ class RuleConfig:
     # What a validator (pydantic's TypeAdapter) reads: a key that is no threshold is a typo.
     __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
 
-    severe_congestion_speed_kmh: float = 25.0  # window mean speed below
-    severe_congestion_levels: tuple[str, ...] = ("high", "severe")
-    # and window mean occupancy above (rush hour on a small road is not)
-    severe_congestion_occupancy_pct: float = 50.0
-    # recent flow above this multiple of the road's capacity (rush hour peaks at about 1.2)
+    # Episodes: findings of one kind closer than the gap are one anomaly, reported once.
+    episode_gap_s: float = 300.0
+    episode_gap_intervals: float = 2.5  # and never less than this many reporting intervals
+    default_interval_s: float = 60.0  # a sensor that neither states its interval nor has
+    # reported before
+    # Baselines: what a sensor's flow, speed, power and temperature usually are by now
+    # (`smartcity_stream.baselines.Level`): smoothed over `baseline_tau_s`, residuals beyond
+    # `baseline_clip` scales learnt as that many, no verdict before `baseline_warmup_s`.
+    baseline_tau_s: float = 1800.0
+    baseline_clip: float = 2.0
+    baseline_min_scale: float = 0.02  # the clip never narrower than 2 % of the level
+    baseline_warmup_s: float = 1800.0
+    # Severe congestion: slow, congested and far slower than this road usually is by now
+    # (a jam that builds over the rush hour is this road's rhythm, a sudden one is not).
+    severe_congestion_speed_kmh: float = 25.0
+    severe_congestion_levels: tuple[str, ...] = ("severe",)
+    severe_congestion_speed_share: float = 0.4
+    # High volume: the recent flow above the road's capacity and well above its usual flow.
+    flow_recent_s: float = 300.0  # memory of the recent flow
     high_volume_capacity_factor: float = 1.3
-    flow_recent_s: float = 120.0  # time constant of the recent flow
-    speed_low_kmh: float = 15.0
+    high_volume_level_factor: float = 2.0
+    # Speed: vehicles recently passing far above the limit (or an absolute bound).
+    speed_recent_s: float = 120.0  # memory of the recent vehicles and their mean speed
     speed_high_kmh: float = 120.0
-    speed_limit_factor: float = 1.5  # mean speed above this times the limit
-    speed_min_vehicles: int = 3  # speeds of fewer vehicles are noise
-    speed_low_max_occupancy_pct: float = 15.0  # slow is odd only on a free road
+    speed_limit_factor: float = 1.5
+    speed_min_vehicles: float = 3.0  # the mean speed of fewer vehicles is one driver's
+    # Weather: the plausible range, and a rate of change no weather has.
     temperature_min_c: float = -25.0
     temperature_max_c: float = 42.0
     humidity_min_pct: float = 1.0
-    temperature_jump_c: float = 8.0  # change between consecutive readings
-    energy_spike_factor: float = 2.0  # power above this times the baseline
-    energy_baseline_alpha: float = 0.01  # in (0, 1]
-    energy_baseline_warmup: int = 30
+    temperature_jump_c: float = 8.0  # change beyond this ...
+    temperature_jump_c_per_h: float = 6.0  # ... plus this much per hour between the readings
+    # Energy: power above this multiple of the feeder's usual power by now.
+    energy_spike_factor: float = 2.0
     voltage_tolerance_pct: float = 10.0
-    stuck_for_s: float = 600.0  # identical readings for this long
-    stuck_min_readings: int = 5  # and at least this many of them
-    zscore_threshold: float = 6.0
-    zscore_alpha: float = 0.01  # in (0, 1]
-    zscore_warmup: int = 120
-    episode_gap_s: float = 120.0  # a quieter gap than this ends an anomaly
+    # Flat line (QARTOD's flat-line test): every measure repeated for this long.
+    stuck_for_s: float = 600.0
+    stuck_min_readings: int = 3  # a value seen twice can be chance, three times is not
+    # Robust z-score of the temperature against its level: deviation / scale (a mean
+    # absolute deviation, about 0.8 standard deviations), the scale at least
+    # `zscore_min_scale_c` (a steady night would make a tenth of a degree an outlier).
+    zscore_threshold: float = 8.0
+    zscore_min_scale_c: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("energy_baseline_alpha", "zscore_alpha"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be above 0 and at most 1")
+        for name in ("baseline_tau_s", "flow_recent_s", "speed_recent_s", "default_interval_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be above 0")
+
+    def episode_gap_ms(self, interval_s: float) -> float:
+        return max(self.episode_gap_s, self.episode_gap_intervals * interval_s) * 1000
 
 
-MAIN_MEASURE = {"traffic": "vehicle_count", "weather": "temperature_c", "energy": "power_kw"}
 MEASURES = {
     "traffic": ("vehicle_count", "average_speed_kmh", "occupancy_pct"),
     "weather": ("temperature_c", "humidity_pct", "pressure_hpa", "wind_speed_ms"),
     "energy": ("power_kw", "voltage_v", "current_a"),
 }
-
-
-@dataclass
-class Running:
-    """An exponentially weighted mean and variance: a baseline that follows the day."""
-
-    alpha: float
-    mean: float = 0.0
-    variance: float = 0.0
-    count: int = 0
-
-    def learn(
-        self, values: Iterable[float], reject_above: float | None = None, warmup: int = 0
-    ) -> tuple[list[float], list[float], list[int]]:
-        """Take `values` in turn; returns per value its z-score against the state before
-        it and the mean after it, and the positions of the values rejected: with
-        `reject_above`, a value above that multiple of the mean (once `warmup` values are
-        learnt) is an outlier and not learnt, so a spike does not raise its own baseline.
-
-        A plain running mean until 1/count falls below alpha: no bias towards the start.
-        One tight loop over plain floats, state in locals.
-        """
-        alpha, mean, variance, count = self.alpha, self.mean, self.variance, self.count
-        scores: list[float] = []
-        means: list[float] = []
-        rejected: list[int] = []
-        for position, value in enumerate(values):
-            spread = math.sqrt(variance)
-            scores.append((value - mean) / spread if spread > 1e-9 else 0.0)
-            if (
-                reject_above is not None
-                and count >= warmup
-                and value > reject_above * max(mean, 1e-3)
-            ):
-                rejected.append(position)
-                means.append(mean)
-                continue
-            count += 1
-            rate = max(alpha, 1 / count)
-            delta = value - mean
-            mean += rate * delta
-            variance = (1 - rate) * (variance + rate * delta * delta)
-            means.append(mean)
-        self.mean, self.variance, self.count = mean, variance, count
-        return scores, means, rejected
+DETECTORS = {
+    "traffic": ("severe_congestion", "high_volume", "speed_anomaly", "stuck_sensor"),
+    "weather": (
+        "temperature_out_of_range",
+        "temperature_jump",
+        "humidity_out_of_range",
+        "stuck_sensor",
+        "zscore_outlier",
+    ),
+    "energy": ("energy_spike", "voltage_out_of_tolerance", "stuck_sensor"),
+}
+"""The kinds each sensor type can raise, in the order a reading lists them."""
 
 
 @dataclass
 class SensorMemory:
-    """What a sensor's earlier batches leave for the next one."""
+    """What a sensor's earlier batches leave for the next one (plain values: a checkpoint)."""
 
     previous: np.ndarray | None = None  # measures of the last reading (NaN: no value)
+    last_ms: int = 0
+    interval_s: float = 0.0
     same_count: int = 0
     same_since_ms: int = 0
-    baseline: Running | None = None
-    stats: Running | None = None
+    levels: dict[str, Level] = field(default_factory=dict)
+    recent: Recent | None = None
+    speeding: tuple[float, float] = (0.0, 0.0)  # vehicles of the run too fast, their speed sum
     last_hit_ms: dict[str, int] = field(default_factory=dict)
+
+    def level(self, name: str, tau_s: float, clip: float) -> Level:
+        found = self.levels.get(name)
+        if found is None:
+            found = self.levels[name] = Level(tau_s, clip)
+        return found
 
 
 @dataclass(frozen=True)
@@ -154,18 +150,17 @@ class _Batch:
     """One batch as the rules see it; `found` collects (row, rule rank, finding)."""
 
     readings: Readings
-    window: WindowView
     memories: list[SensorMemory]
     values: np.ndarray
     previous: np.ndarray
     has_previous: np.ndarray
+    previous_ms: np.ndarray
+    interval_s: np.ndarray
     found: list[tuple[int, int, Finding]]
 
-    def add(self, rank: int, row: int, finding: Finding) -> None:
-        self.found.append((row, rank, finding))
-
-
-STUCK_RANK, ZSCORE_RANK = 3, 4  # after a type's own rules (ranks 0-2), as a reading lists them
+    def add(self, kind: str, row: int, severity: str, values: dict[str, Any]) -> None:
+        rank = DETECTORS[self.readings.sensor_type].index(kind)
+        self.found.append((row, rank, Finding(kind, severity, values)))
 
 
 class RuleEngine:
@@ -185,7 +180,11 @@ class RuleEngine:
         return [finding for _, finding in self.evaluate_batch(readings, view)]
 
     def evaluate_batch(self, readings: Readings, window: WindowView) -> list[tuple[int, Finding]]:
-        """(row, finding) of every new episode, in row order and, per row, rule order."""
+        """(row, finding) of every new episode, in row order and, per row, rule order.
+
+        The rules judge readings against what their sensor did before (baselines in event
+        time), not against the window they joined: `window` is the worker's to report."""
+        del window
         sensor_type = readings.sensor_type
         measures = MEASURES[sensor_type]
         memories = [self._memory.setdefault(s, SensorMemory()) for s in readings.sensor_ids]
@@ -194,154 +193,261 @@ class RuleEngine:
         before = np.array([m.previous if m.previous is not None else missing for m in memories])
         known = np.array([m.previous is not None for m in memories])
         groups = readings.groups
+        event_ms = readings.event_ms
+        previous_ms = groups.previous(event_ms, np.array([m.last_ms for m in memories]))
+        has_previous = groups.previous(np.ones(readings.size, dtype=bool), known)
         batch = _Batch(
             readings,
-            window,
             memories,
             values,
             groups.previous(values, before.reshape(len(memories), len(measures))),
-            groups.previous(np.ones(readings.size, dtype=bool), known),
+            has_previous,
+            previous_ms,
+            self._intervals(readings, memories, has_previous, event_ms - previous_ms),
             [],
         )
         getattr(self, f"_{sensor_type}")(batch)
         self._stuck(batch)
-        self._zscore(batch)
         for memory, row in zip(memories, groups.last_rows().tolist(), strict=True):
             memory.previous = values[row].copy()
+            memory.last_ms = int(event_ms[row])
+            memory.interval_s = float(batch.interval_s[row])
         batch.found.sort(key=lambda item: (item[0], item[1]))
-        event_ms = readings.event_ms
         sensor = readings.sensor
         return [
             (row, finding)
             for row, _, finding in batch.found
-            if self._new_episode(memories[sensor[row]], finding, int(event_ms[row]))
+            if self._new_episode(
+                memories[sensor[row]], finding, int(event_ms[row]), float(batch.interval_s[row])
+            )
         ]
 
-    def _new_episode(self, memory: SensorMemory, finding: Finding, event_ms: int) -> bool:
+    def _intervals(
+        self,
+        readings: Readings,
+        memories: list[SensorMemory],
+        has_previous: np.ndarray,
+        gap_ms: np.ndarray,
+    ) -> np.ndarray:
+        """Per row, its sensor's reporting interval: as the reading states it, else the gap
+        since the sensor's previous reading, else what the sensor last had (or the default)."""
+        carried = np.array(
+            [m.interval_s or self.config.default_interval_s for m in memories], dtype=np.float64
+        )[readings.sensor]
+        declared = readings.numbers("interval_s")
+        with np.errstate(invalid="ignore"):
+            gap_s = np.where(has_previous & (gap_ms > 0), gap_ms / 1000, carried)
+            return np.where(declared > 0, declared, gap_s)
+
+    def _new_episode(
+        self, memory: SensorMemory, finding: Finding, event_ms: int, interval_s: float
+    ) -> bool:
         last = memory.last_hit_ms.get(finding.kind)
         memory.last_hit_ms[finding.kind] = event_ms
-        return last is None or event_ms - last > self.config.episode_gap_s * 1000
+        return last is None or event_ms - last > self.config.episode_gap_ms(interval_s)
 
     def _per_sensor(self, readings: Readings, key: str, default: float) -> np.ndarray:
         """A registry attribute of each row's sensor (`default` where the registry has none)."""
         known = [self.sensors.get(s, {}).get(key) or default for s in readings.sensor_ids]
         return np.array(known, dtype=np.float64)[readings.sensor]
 
+    def _baseline(
+        self, batch: _Batch, name: str, values: np.ndarray, tau_s: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the sensor's `name` level, scale and age in seconds as they stood
+        before the row (`smartcity_stream.baselines.Level`). With `tau_s`, a plain smoother
+        of that memory instead, as it stands after the row (the recent value)."""
+        c = self.config
+        groups = batch.readings.groups
+        rows, per_sensor = groups.lists(values)
+        _, times = groups.lists(batch.readings.event_ms)
+        plain = tau_s is not None
+        tau, clip = (tau_s, 0.0) if plain else (c.baseline_tau_s, c.baseline_clip)
+        found: list[list[float]] = [[], [], []]
+        for memory, sensor_values, sensor_times in zip(
+            batch.memories, per_sensor, times, strict=True
+        ):
+            learnt = memory.level(name, tau, clip).learn(
+                sensor_times, sensor_values, c.baseline_min_scale, after=plain
+            )
+            for into, part in zip(found, learnt, strict=True):
+                into += part
+        result = np.empty((3, batch.readings.size))
+        result[:, rows] = found
+        return result[0], result[1], result[2]
+
+    def _recent_speed(self, batch: _Batch) -> np.ndarray:
+        """Per row, after it: the mean speed of the vehicles of the last `speed_recent_s`
+        (time-decayed), however the readings split them."""
+        readings, tau = batch.readings, self.config.speed_recent_s
+        groups = readings.groups
+        rows, counts = groups.lists(readings.numbers("vehicle_count"))
+        _, speeds = groups.lists(readings.numbers("average_speed_kmh"))
+        _, times = groups.lists(readings.event_ms)
+        means: list[float] = []
+        for memory, sensor_times, sensor_counts, sensor_speeds in zip(
+            batch.memories, times, counts, speeds, strict=True
+        ):
+            recent = memory.recent = memory.recent or Recent(tau)
+            means += recent.learn(sensor_times, sensor_counts, sensor_speeds)
+        result = np.empty(readings.size)
+        result[rows] = means
+        return result
+
     def _traffic(self, batch: _Batch) -> None:
         c = self.config
-        readings, window = batch.readings, batch.window
+        readings = batch.readings
+        flow = readings.numbers("vehicle_count") * 3600 / batch.interval_s
+        speed = self._recent_speed(batch)
+        usual_speed, _, speed_age = self._baseline(batch, "speed", speed)
         level = readings.values("congestion_level")
-        mean_speed = np.where(
-            window.joined,
-            window.mean("average_speed_kmh"),
-            readings.numbers("average_speed_kmh"),
-        )
-        occupancy = np.where(
-            window.joined, window.mean("occupancy_pct"), readings.numbers("occupancy_pct")
-        )
         with np.errstate(invalid="ignore"):
-            slow = mean_speed < c.severe_congestion_speed_kmh
-        severe = (
-            np.isin(level, c.severe_congestion_levels)
-            & slow
-            & (np.nan_to_num(occupancy, nan=0.0) >= c.severe_congestion_occupancy_pct)
-        )
+            severe = (
+                np.isin(level, c.severe_congestion_levels)
+                & (speed < c.severe_congestion_speed_kmh)
+                & (speed_age >= c.baseline_warmup_s)
+                & (speed < c.severe_congestion_speed_share * usual_speed)
+            )
         for row in np.flatnonzero(severe).tolist():
-            speed = float(mean_speed[row])
-            ratio = c.severe_congestion_speed_kmh / max(speed, 1.0)
-            values = {"congestion_level": level[row], "window_mean_speed_kmh": speed}
-            batch.add(0, row, Finding("severe_congestion", _severity(ratio), values))
-        self._high_volume(batch, flowing=~slow)
+            row_speed = float(speed[row])
+            ratio = c.severe_congestion_speed_kmh / max(row_speed, 1.0)
+            values = {
+                "congestion_level": level[row],
+                "recent_mean_speed_kmh": round(row_speed, 1),
+                "usual_speed_kmh": round(float(usual_speed[row]), 1),
+            }
+            batch.add("severe_congestion", row, _severity(ratio), values)
+        self._high_volume(batch, flow)
         limit = self._per_sensor(readings, "speed_limit_kmh", c.speed_high_kmh)
         too_fast = np.minimum(c.speed_high_kmh, c.speed_limit_factor * limit)
-        vehicles = np.where(
-            window.joined, window.total("vehicle_count"), readings.numbers("vehicle_count")
+        witnesses, fast_speed = self._speeding(batch, too_fast)
+        for row in np.flatnonzero(witnesses >= c.speed_min_vehicles).tolist():
+            row_speed, threshold = float(fast_speed[row]), float(too_fast[row])
+            values = {
+                "mean_speed_kmh": round(row_speed, 1),
+                "vehicles": int(witnesses[row]),
+                "threshold_kmh": threshold,
+            }
+            batch.add("speed_anomaly", row, _severity(row_speed / threshold), values)
+
+    def _speeding(self, batch: _Batch, too_fast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the vehicles of the sensor's current run of readings whose mean speed is
+        above `too_fast` (readings without a vehicle neither extend nor end it), and their
+        mean speed. A run, not a window: a few vehicles a night apart still make one, while
+        one reading at a normal speed ends it."""
+        readings = batch.readings
+        groups = readings.groups
+        rows, counts = groups.lists(readings.numbers("vehicle_count"))
+        _, speeds = groups.lists(readings.numbers("average_speed_kmh"))
+        _, limits = groups.lists(too_fast)
+        witnesses: list[float] = []
+        means: list[float] = []
+        for memory, sensor_counts, sensor_speeds, sensor_limits in zip(
+            batch.memories, counts, speeds, limits, strict=True
+        ):
+            vehicles, total = memory.speeding
+            readings_of_sensor = zip(sensor_counts, sensor_speeds, sensor_limits, strict=True)
+            for count, speed, limit in readings_of_sensor:
+                if count > 0 and speed == speed:
+                    if speed > limit:
+                        vehicles, total = vehicles + count, total + count * speed
+                    else:
+                        vehicles, total = 0.0, 0.0
+                witnesses.append(vehicles)
+                means.append(total / vehicles if vehicles else 0.0)
+            memory.speeding = (vehicles, total)
+        result = np.empty((2, readings.size))
+        result[:, rows] = [witnesses, means]
+        return result[0], result[1]
+
+    def _high_volume(self, batch: _Batch, flow: np.ndarray) -> None:
+        """The recent flow (minutes, not one noisy interval) against the road's capacity and
+        against what it usually carries by now: a road at capacity every rush hour is not
+        an anomaly, a surge beyond it is. The usual flow learns from the recent flow, not
+        from single readings: a few vehicles per reading are mostly none, and a robust level
+        of those would be their median."""
+        c = self.config
+        recent, _, recent_age = self._baseline(batch, "recent_flow", flow, c.flow_recent_s)
+        usual, _, usual_age = self._baseline(batch, "flow", recent)
+        capacity = self._per_sensor(batch.readings, "capacity_vph", 0.0)
+        limit = np.maximum(
+            c.high_volume_capacity_factor * capacity, c.high_volume_level_factor * usual
         )
         with np.errstate(invalid="ignore"):
-            odd = (mean_speed > too_fast) | ((mean_speed < c.speed_low_kmh) & (level == "low"))
-        for row in np.flatnonzero(odd & (vehicles >= c.speed_min_vehicles)).tolist():
-            speed, threshold = float(mean_speed[row]), float(too_fast[row])
-            ratio = speed / threshold if speed > threshold else c.speed_low_kmh / max(speed, 1.0)
-            values = {"window_mean_speed_kmh": speed, "threshold_kmh": round(threshold, 1)}
-            batch.add(2, row, Finding("speed_anomaly", _severity(ratio), values))
-
-    def _high_volume(self, batch: _Batch, flowing: np.ndarray) -> None:
-        """Recent flow (an average over minutes, not one noisy interval) against capacity;
-        learnt from the readings of a flowing road only."""
-        c = self.config
-        readings = batch.readings
-        count = readings.numbers("vehicle_count")
-        interval = readings.numbers("interval_s")
-        interval = np.where(np.isnan(interval) | (interval == 0), 1.0, interval)
-        rows, per_sensor = readings.groups.lists(count, where=flowing)
-        means: list[float] = []
-        learnt: list[int] = []
-        first_interval = interval[rows].tolist()
-        for memory, counts in zip(batch.memories, per_sensor, strict=True):
-            if not counts:
-                continue
-            alpha = 1 - math.exp(-first_interval[len(means)] / c.flow_recent_s)
-            recent = memory.baseline = memory.baseline or Running(alpha)
-            learnt += range(recent.count + 1, recent.count + 1 + len(counts))
-            means += recent.learn(counts)[1]
-        intervals = interval[rows]
-        flow = np.array(means, dtype=np.float64) * 3600 / intervals
-        limit = c.high_volume_capacity_factor * self._per_sensor(readings, "capacity_vph", 0.0)
-        high = (
-            (np.array(learnt, dtype=np.int64) * intervals >= c.flow_recent_s)
-            & (limit[rows] > 0)
-            & (flow > limit[rows])
-        )
-        for at in np.flatnonzero(high).tolist():
-            row_flow, row_limit = float(flow[at]), float(limit[rows[at]])
-            values = {"recent_flow_vph": round(row_flow), "threshold_vph": round(row_limit)}
-            finding = Finding("high_volume", _severity(row_flow / row_limit), values)
-            batch.add(1, int(rows[at]), finding)
+            high = (
+                (recent_age + batch.interval_s >= c.flow_recent_s)
+                & (usual_age >= c.baseline_warmup_s)
+                & (recent > limit)
+            )
+        for row in np.flatnonzero(high).tolist():
+            row_flow, row_limit = float(recent[row]), float(limit[row])
+            values = {
+                "recent_flow_vph": round(row_flow),
+                "usual_flow_vph": round(float(usual[row])),
+                "threshold_vph": round(row_limit),
+            }
+            batch.add("high_volume", row, _severity(row_flow / row_limit), values)
 
     def _weather(self, batch: _Batch) -> None:
         c = self.config
-        rows = batch.readings.rows
-        temperature = batch.readings.numbers("temperature_c")
+        readings = batch.readings
+        rows = readings.rows
+        temperature = readings.numbers("temperature_c")
         outside = ~((c.temperature_min_c <= temperature) & (temperature <= c.temperature_max_c))
         span = c.temperature_max_c - c.temperature_min_c
         for row in np.flatnonzero(outside).tolist():
             value = rows[row]["temperature_c"]
             beyond = max(c.temperature_min_c - value, value - c.temperature_max_c)
             severity = _severity(1 + 10 * beyond / span)
-            batch.add(
-                0, row, Finding("temperature_out_of_range", severity, {"temperature_c": value})
-            )
+            batch.add("temperature_out_of_range", row, severity, {"temperature_c": value})
         previous = batch.previous[:, MEASURES["weather"].index("temperature_c")]
+        hours = (readings.event_ms - batch.previous_ms) / 3_600_000
+        allowed = c.temperature_jump_c + c.temperature_jump_c_per_h * np.abs(hours)
         with np.errstate(invalid="ignore"):
-            jumped = batch.has_previous & (np.abs(temperature - previous) > c.temperature_jump_c)
+            jumped = batch.has_previous & (np.abs(temperature - previous) > allowed)
         for row in np.flatnonzero(jumped).tolist():
             values = {
                 "temperature_c": rows[row]["temperature_c"],
                 "previous_c": float(previous[row]),
             }
-            batch.add(1, row, Finding("temperature_jump", "warning", values))
-        dry = batch.readings.numbers("humidity_pct") < c.humidity_min_pct
+            batch.add("temperature_jump", row, "warning", values)
+        dry = readings.numbers("humidity_pct") < c.humidity_min_pct
         for row in np.flatnonzero(dry).tolist():
             values = {"humidity_pct": rows[row]["humidity_pct"]}
-            batch.add(2, row, Finding("humidity_out_of_range", "warning", values))
+            batch.add("humidity_out_of_range", row, "warning", values)
+        self._zscore(batch, temperature)
+
+    def _zscore(self, batch: _Batch, temperature: np.ndarray) -> None:
+        """The temperature against its own level: a robust z-score."""
+        c = self.config
+        usual, scale, age = self._baseline(batch, "temperature", temperature)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = (temperature - usual) / np.maximum(scale, c.zscore_min_scale_c)
+            outlier = (age >= c.baseline_warmup_s) & (np.abs(score) > c.zscore_threshold)
+        for row in np.flatnonzero(outlier).tolist():
+            values = {
+                "measure": "temperature_c",
+                "value": batch.readings.rows[row]["temperature_c"],
+                "zscore": round(float(score[row]), 2),
+            }
+            severity = _severity(abs(float(score[row])) / c.zscore_threshold)
+            batch.add("zscore_outlier", row, severity, values)
 
     def _energy(self, batch: _Batch) -> None:
         c = self.config
         readings = batch.readings
-        rows, per_sensor = readings.groups.lists(readings.numbers("power_kw"))
-        done = 0
-        for memory, powers in zip(batch.memories, per_sensor, strict=True):
-            baseline = memory.baseline = memory.baseline or Running(c.energy_baseline_alpha)
-            _, means, spikes = baseline.learn(
-                powers, c.energy_spike_factor, c.energy_baseline_warmup
+        power = readings.numbers("power_kw")
+        usual, _, age = self._baseline(batch, "power", power)
+        with np.errstate(invalid="ignore"):
+            spike = (age >= c.baseline_warmup_s) & (
+                power > c.energy_spike_factor * np.maximum(usual, 1e-3)
             )
-            for at in spikes:
-                row, reference = int(rows[done + at]), max(means[at], 1e-3)
-                power = readings.rows[row]["power_kw"]
-                values = {"power_kw": power, "baseline_kw": round(means[at], 3)}
-                ratio = power / reference / c.energy_spike_factor
-                batch.add(0, row, Finding("energy_spike", _severity(ratio), values))
-            done += len(powers)
+        for row in np.flatnonzero(spike).tolist():
+            reference = max(float(usual[row]), 1e-3)
+            value = readings.rows[row]["power_kw"]
+            values = {"power_kw": value, "baseline_kw": round(reference, 3)}
+            ratio = value / reference / c.energy_spike_factor
+            batch.add("energy_spike", row, _severity(ratio), values)
         nominal = self._per_sensor(readings, "nominal_voltage_v", 230.0)
         deviation = np.abs(readings.numbers("voltage_v") - nominal) / nominal * 100
         for row in np.flatnonzero(deviation > c.voltage_tolerance_pct).tolist():
@@ -350,7 +456,7 @@ class RuleEngine:
                 "nominal_v": float(nominal[row]),
             }
             severity = _severity(float(deviation[row]) / c.voltage_tolerance_pct)
-            batch.add(1, row, Finding("voltage_out_of_tolerance", severity, values))
+            batch.add("voltage_out_of_tolerance", row, severity, values)
 
     def _stuck(self, batch: _Batch) -> None:
         """Runs of identical readings per sensor, carried over from the previous batch."""
@@ -393,30 +499,6 @@ class RuleEngine:
                 "readings": int(same_count[row]) + 1,
                 "for_s": int(stuck_ms[row]) / 1000,
             }
-            batch.add(STUCK_RANK, row, Finding("stuck_sensor", "warning", finding_values))
+            batch.add("stuck_sensor", row, "warning", finding_values)
         for memory, row in zip(batch.memories, groups.last_rows().tolist(), strict=True):
             memory.same_count, memory.same_since_ms = int(same_count[row]), int(same_since[row])
-
-    def _zscore(self, batch: _Batch) -> None:
-        """Each reading's main measure against the sensor's running mean and variance
-        before it."""
-        c = self.config
-        readings = batch.readings
-        measure = MAIN_MEASURE[readings.sensor_type]
-        rows, per_sensor = readings.groups.lists(readings.numbers(measure))
-        done = 0
-        for memory, values in zip(batch.memories, per_sensor, strict=True):
-            stats = memory.stats = memory.stats or Running(c.zscore_alpha)
-            learnt_before = stats.count
-            scores = stats.learn(values)[0]
-            for at, score in enumerate(scores):
-                if learnt_before + at + 1 > c.zscore_warmup and abs(score) > c.zscore_threshold:
-                    row = int(rows[done + at])
-                    found = {
-                        "measure": measure,
-                        "value": readings.rows[row][measure],
-                        "zscore": round(score, 2),
-                    }
-                    severity = _severity(abs(score) / c.zscore_threshold)
-                    batch.add(ZSCORE_RANK, row, Finding("zscore_outlier", severity, found))
-            done += len(values)

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smartcity.contract import ContractError, ReadingDecoder, validate_reading
+from smartcity_stream.group import _coordinator_away
 from smartcity_stream.rule_file import load_rules
 from smartcity_stream.rules import RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
-from smartcity_stream.worker import _coordinator_away
 
 MINUTE = 60_000
 T0 = 1_795_737_600_000  # 2026-11-27T00:00:00Z
@@ -81,37 +81,56 @@ class TestRules:
     def kinds(self, engine: RuleEngine, reading: dict[str, object], at: int = T0) -> list[str]:
         return [f.kind for f in engine.evaluate(reading, at, None)]
 
-    def test_severe_congestion_needs_level_and_slow_mean(self) -> None:
-        engine = self.engine()
-        assert self.kinds(engine, traffic(1, congestion_level="high", average_speed_kmh=30.0)) == []
-        thin = traffic(2, congestion_level="severe", average_speed_kmh=12.0, occupancy_pct=30.0)
-        assert self.kinds(engine, thin) == []
-        dense = traffic(3, congestion_level="severe", average_speed_kmh=12.0, occupancy_pct=80.0)
-        assert "severe_congestion" in self.kinds(engine, dense)
+    def steady(self) -> RuleEngine:
+        """An engine that does not call repeated readings stuck."""
+        return self.engine(stuck_for_s=1e9)
 
-    def test_high_volume_follows_capacity_over_minutes(self) -> None:
-        busy, surge = self.engine(), self.engine()  # 1800 vehicles/h: 5 per 10 s
-        at = [T0 + i * 10_000 for i in range(30)]
-        busy_kinds = [self.kinds(busy, traffic(i, vehicle_count=6), t) for i, t in enumerate(at)]
-        assert all("high_volume" not in found for found in busy_kinds)  # 1.2 x capacity
-        surge_kinds = [self.kinds(surge, traffic(i, vehicle_count=8), t) for i, t in enumerate(at)]
-        assert all("high_volume" not in found for found in surge_kinds[:11])  # warming up
-        assert any("high_volume" in found for found in surge_kinds)
+    def run(
+        self, engine: RuleEngine, readings: list[dict[str, object]], step_ms: int
+    ) -> list[list[str]]:
+        """Readings `step_ms` apart, each with the sequence number of its step."""
+        return [
+            self.kinds(engine, {**r, "seq": i}, T0 + i * step_ms) for i, r in enumerate(readings)
+        ]
 
-    def test_speed_anomaly_both_ways_but_not_for_one_car(self) -> None:
-        assert "speed_anomaly" in self.kinds(self.engine(), traffic(1, average_speed_kmh=140.0))
-        assert "speed_anomaly" in self.kinds(self.engine(), traffic(1, average_speed_kmh=8.0))
-        jammed = traffic(1, average_speed_kmh=8.0, congestion_level="severe", occupancy_pct=80.0)
-        assert "speed_anomaly" not in self.kinds(self.engine(), jammed)
-        one_car = traffic(1, average_speed_kmh=140.0, vehicle_count=1)
-        assert "speed_anomaly" not in self.kinds(self.engine(), one_car)
+    def test_severe_congestion_is_a_sudden_severe_slowdown(self) -> None:
+        free = traffic(0, congestion_level="low", average_speed_kmh=50.0)
+        jammed = traffic(0, congestion_level="severe", average_speed_kmh=10.0, occupancy_pct=80.0)
+        found = self.run(self.steady(), [free] * 40 + [jammed] * 3, MINUTE)
+        assert all(kinds == [] for kinds in found[:40])
+        assert ["severe_congestion"] in found[40:]
+        slow = traffic(0, congestion_level="high", average_speed_kmh=15.0, occupancy_pct=40.0)
+        found = self.run(self.steady(), [slow] * 40 + [jammed] * 3, MINUTE)
+        assert all(kinds == [] for kinds in found)  # this road is slow at this hour
+
+    def test_high_volume_is_a_surge_beyond_capacity_and_the_usual_flow(self) -> None:
+        busy = traffic(0, vehicle_count=6)  # 2,160 vehicles/h on a 1,800 road: its rush hour
+        surge = traffic(0, vehicle_count=16)
+        found = self.run(self.steady(), [busy] * 240 + [surge] * 30, 10_000)
+        assert all("high_volume" not in kinds for kinds in found[:240])
+        assert any("high_volume" in kinds for kinds in found[240:])
+
+    def test_speed_anomaly_needs_three_fast_vehicles_in_a_row(self) -> None:
+        one_car = traffic(0, average_speed_kmh=140.0, vehicle_count=1)
+        normal = traffic(0, average_speed_kmh=50.0, vehicle_count=1)
+        found = self.run(self.steady(), [one_car, one_car, normal, one_car, one_car], 10_000)
+        assert all("speed_anomaly" not in kinds for kinds in found)
+        found = self.run(self.steady(), [one_car] * 3, 60_000)
+        assert found[2] == ["speed_anomaly"]
+        slow = traffic(0, average_speed_kmh=8.0, vehicle_count=5)
+        assert "speed_anomaly" not in self.kinds(self.steady(), slow)
 
     def test_one_episode_is_reported_once(self) -> None:
-        engine = self.engine()
+        engine = self.steady()
         fast = traffic(1, average_speed_kmh=140.0)
         assert self.kinds(engine, fast, T0) == ["speed_anomaly"]
         assert self.kinds(engine, {**fast, "seq": 2}, T0 + 10_000) == []
         assert self.kinds(engine, {**fast, "seq": 3}, T0 + 10 * MINUTE) == ["speed_anomaly"]
+
+    def test_an_episode_gap_spans_at_least_two_intervals(self) -> None:
+        fast = traffic(0, average_speed_kmh=140.0, interval_s=600)
+        found = self.run(self.steady(), [fast] * 4, 10 * MINUTE)
+        assert found == [["speed_anomaly"], [], [], []]
 
     def test_stuck_sensor_after_identical_readings_for_long_enough(self) -> None:
         engine = self.engine(stuck_for_s=60, stuck_min_readings=5)
@@ -134,7 +153,7 @@ class TestRules:
         assert "temperature_out_of_range" in found and "temperature_jump" in found
 
     def test_energy_spike_against_baseline_and_voltage(self) -> None:
-        engine = self.engine(energy_baseline_warmup=5)
+        engine = self.engine(baseline_warmup_s=50)
         base = {
             "sensor_id": "ENERGY_0001",
             "sensor_type": "energy",
@@ -144,7 +163,8 @@ class TestRules:
             "current_a": 145.0,
         }
         for seq in range(6):
-            assert self.kinds(engine, {**base, "seq": seq, "power_kw": 100.0 + seq}) == []
+            reading = {**base, "seq": seq, "power_kw": 100.0 + seq}
+            assert self.kinds(engine, reading, T0 + seq * 10_000) == []
         spike = {**base, "seq": 7, "power_kw": 320.0}
         assert "energy_spike" in self.kinds(engine, spike, T0 + 70_000)
         sag = {**base, "seq": 8, "voltage_v": 190.0}
