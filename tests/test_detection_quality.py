@@ -20,8 +20,8 @@ WARMUP_MS = int(RuleConfig().baseline_warmup_s * 1000)
 @pytest.mark.parametrize(
     ("interval_s", "hours", "seed", "start_hour", "floor"),
     [
-        (10, 6, 3, 28, 0.9),  # Saturday morning
-        (10, 6, 9, 101, 0.9),  # Monday, the morning rush hour
+        (10, 6, 3, 28, 0.9),  # Saturday from 04:00
+        (10, 6, 9, 101, 0.9),  # Tuesday, the morning rush hour
         (60, 24, 11, 48, 0.9),  # a Sunday
         (60, 24, 5, 120, 0.9),  # a Wednesday
         (600, 168, 1, 0, 0.8),  # a week
