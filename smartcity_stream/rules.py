@@ -14,7 +14,8 @@ step through a sensor's readings one by one, as plain floats.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -131,6 +132,51 @@ class SensorMemory:
             found = self.levels[name] = Level(tau_s, clip)
         return found
 
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON values (NaN as None): what a checkpoint keeps of the sensor."""
+        return {
+            "previous": None if self.previous is None else _plain(self.previous.tolist()),
+            "last_ms": self.last_ms,
+            "interval_s": self.interval_s,
+            "same": [self.same_count, self.same_since_ms],
+            "levels": {name: _plain_fields(level) for name, level in self.levels.items()},
+            "recent": None if self.recent is None else _plain_fields(self.recent),
+            "speeding": list(self.speeding),
+            "last_hit_ms": self.last_hit_ms,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> SensorMemory:
+        previous = state["previous"]
+        return cls(
+            previous=None if previous is None else np.array(_floats(previous)),
+            last_ms=state["last_ms"],
+            interval_s=state["interval_s"],
+            same_count=state["same"][0],
+            same_since_ms=state["same"][1],
+            levels={name: Level(**_number_fields(f)) for name, f in state["levels"].items()},
+            recent=None if state["recent"] is None else Recent(**state["recent"]),
+            speeding=(state["speeding"][0], state["speeding"][1]),
+            last_hit_ms=dict(state["last_hit_ms"]),
+        )
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    """NaN as None: JSON has no NaN."""
+    return [None if isinstance(v, float) and v != v else v for v in values]
+
+
+def _floats(values: list[Any]) -> list[Any]:
+    return [math.nan if v is None else v for v in values]
+
+
+def _plain_fields(baseline: Level | Recent) -> dict[str, Any]:
+    return dict(zip(vars(baseline), _plain(list(vars(baseline).values())), strict=True))
+
+
+def _number_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(zip(fields, _floats(list(fields.values())), strict=True))
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -170,6 +216,25 @@ class RuleEngine:
         self.config = config
         self.sensors = sensors
         self._memory: dict[str, SensorMemory] = {}
+
+    def export(self, sensor_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The memory of these sensors as JSON values (those never seen are left out): a
+        checkpoint of what a partition's sensors have taught the rules."""
+        return {s: self._memory[s].to_state() for s in sensor_ids if s in self._memory}
+
+    def restore(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take back sensors' memories from `export`: baselines, runs and open episodes
+        go on as if the worker had never stopped."""
+        for sensor_id, state in states.items():
+            self._memory[sensor_id] = SensorMemory.from_state(state)
+
+    def known_sensors(self) -> list[str]:
+        return list(self._memory)
+
+    def forget(self, sensor_ids: Iterable[str]) -> None:
+        """Drop these sensors' memories (their partition went to another worker)."""
+        for sensor_id in sensor_ids:
+            self._memory.pop(sensor_id, None)
 
     def evaluate(
         self, reading: Mapping[str, Any], event_ms: int, window: Window | None

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -226,6 +228,53 @@ class TumblingWindows:
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    def export(self, source: object) -> dict[str, Any]:
+        """A source's watermark and open windows as JSON values: a checkpoint."""
+        return {
+            "max_event_ms": self._max_event_ms.get(source),
+            "windows": [
+                {
+                    "sensor_id": w.sensor_id,
+                    "sensor_type": w.sensor_type,
+                    "start_ms": w.start_ms,
+                    "count": w.count,
+                    "measures": {
+                        name: [m.count, m.total, m.low, m.high] for name, m in w.measures.items()
+                    },
+                }
+                for _, _, key in sorted(self._ends.get(source, []), key=lambda end: end[1])
+                for w in [self._open[key][1]]
+            ],
+        }
+
+    def restore(self, source: object, state: Mapping[str, Any]) -> None:
+        """Take back a source's watermark and open windows from `export`."""
+        self.forget(source)
+        if state["max_event_ms"] is not None:
+            self._max_event_ms[source] = state["max_event_ms"]
+        for saved in state["windows"]:
+            start = saved["start_ms"]
+            window = Window(
+                saved["sensor_id"],
+                saved["sensor_type"],
+                start,
+                start + self.size_ms,
+                saved["count"],
+            )
+            window.measures = {
+                name: MeasureStats(*stats) for name, stats in saved["measures"].items()
+            }
+            key = (window.sensor_id, start)
+            self._open[key] = (source, window)
+            self._opened += 1
+            heapq.heappush(self._ends.setdefault(source, []), (window.end_ms, self._opened, key))
+
+    def forget(self, source: object) -> None:
+        """Drop a source's watermark and open windows (its partition went elsewhere)."""
+        self._max_event_ms.pop(source, None)
+        for _, _, key in self._ends.pop(source, []):
+            self._open.pop(key, None)
 
 
 def _running_sums(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, replace
 
+import orjson
+
 from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
 from smartcity.contract import ReadingDecoder
@@ -71,8 +73,12 @@ def simulate_detection(
     seed: int = 42,
     anomaly_rate_per_hour: float = 0.2,
     config: RuleConfig | None = None,
+    restart_at_step: int | None = None,
 ) -> DetectionRun:
-    """Run the default city for `hours` from `start_ms` and detect as the worker does."""
+    """Run the default city for `hours` from `start_ms` and detect as the worker does.
+
+    With `restart_at_step`, the rules and windows are checkpointed there (through JSON, as
+    the lake keeps them) and a fresh engine and windows restored from it go on."""
     registry = build_registry()
     sensors = sensors_by_id(registry_table(registry))
     interval_ms = int(interval_s * 1000)
@@ -106,6 +112,10 @@ def simulate_detection(
         pending[sensor_type] = []
 
     for step in range(steps):
+        if step == restart_at_step:
+            for sensor_type in MEASURES:
+                detect(sensor_type)
+            engine, windows = _restarted(engine, windows, config or RuleConfig(), sensors)
         for batch in simulation.next_step():
             pending[batch.sensor_type] += [
                 decoder.decode(value) for _, value, _, _ in batch.messages
@@ -122,3 +132,25 @@ def simulate_detection(
     run.planted = [Span(p.sensor_id, p.kind, p.start_ms, p.end_ms) for p in simulation.planted]
     run.cut_ms = end_ms
     return run
+
+
+def _restarted(
+    engine: RuleEngine,
+    windows: TumblingWindows,
+    config: RuleConfig,
+    sensors: dict[str, dict[str, object]],
+) -> tuple[RuleEngine, TumblingWindows]:
+    """A new engine and windows from a JSON checkpoint of the old ones."""
+    saved = orjson.loads(
+        orjson.dumps(
+            {
+                "rules": engine.export(engine.known_sensors()),
+                "windows": {t: windows.export(t) for t in MEASURES},
+            }
+        )
+    )
+    restored, reopened = RuleEngine(config, sensors), TumblingWindows()
+    restored.restore(saved["rules"])
+    for sensor_type, state in saved["windows"].items():
+        reopened.restore(sensor_type, state)
+    return restored, reopened
