@@ -22,7 +22,8 @@ over plain lists, state in locals: these run once per reading.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -111,3 +112,71 @@ class Recent:
             means.append(weighted / counted if counted > 1e-9 else math.nan)
         self.counted, self.weighted, self.last_ms = counted, weighted, last_ms
         return means
+
+
+HOUR_MS = 3_600_000
+WEEK_HOURS = 168
+
+
+@dataclass
+class Seasonal:
+    """What a measure usually is at this hour of the week: each hour's mean, learnt across
+    weeks (the last `week_weight` of it from the latest week), read between the centres of
+    the two nearest hours, so a morning ramp is a slope and not a step.
+
+    Hours are of the week in UTC: a city's change to or from summer time shifts its rhythm
+    by an hour for the weeks it takes to learn it again.
+    """
+
+    week_weight: float = 0.3
+    slots: dict[int, list[float]] = field(default_factory=dict)  # hour -> [mean, weeks]
+    hour: int = -1  # the hour being summed (hours since the epoch)
+    total: float = 0.0
+    count: int = 0
+
+    def learn(self, times_ms: list[int], values: list[float]) -> list[float]:
+        """Take the readings in order; per reading the expectation for its time (NaN until
+        both hours around it have been learnt once). NaN values are skipped."""
+        expected: list[float] = []
+        slots = self.slots
+        for at_ms, value in zip(times_ms, values, strict=True):
+            hour = at_ms // HOUR_MS
+            if hour != self.hour:
+                self._close_hour()
+                self.hour = hour
+            centred = at_ms / HOUR_MS - 0.5
+            before = int(centred // 1)
+            low = slots.get(before % WEEK_HOURS)
+            high = slots.get((before + 1) % WEEK_HOURS)
+            if low is None or high is None:
+                expected.append(math.nan)
+            else:
+                share = centred - before
+                expected.append(low[0] + share * (high[0] - low[0]))
+            if value == value:
+                self.total += value
+                self.count += 1
+        return expected
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON values: the hours as [hour, mean, weeks] (JSON keys are strings)."""
+        return {
+            "week_weight": self.week_weight,
+            "slots": [[hour, *slot] for hour, slot in sorted(self.slots.items())],
+            "hour": self.hour,
+            "total": self.total,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Seasonal:
+        slots = {int(hour): [mean, weeks] for hour, mean, weeks in state["slots"]}
+        return cls(state["week_weight"], slots, state["hour"], state["total"], state["count"])
+
+    def _close_hour(self) -> None:
+        if self.count:
+            mean = self.total / self.count
+            slot = self.slots.setdefault(self.hour % WEEK_HOURS, [mean, 0.0])
+            slot[1] += 1
+            slot[0] += max(1 / slot[1], self.week_weight) * (mean - slot[0])
+        self.total, self.count = 0.0, 0

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from smartcity_stream.baselines import Level, Recent
+from smartcity_stream.baselines import Level, Recent, Seasonal
 from smartcity_stream.columns import Readings
 from smartcity_stream.windows import Window, WindowView
 
@@ -52,6 +52,9 @@ class RuleConfig:
     baseline_clip: float = 2.0
     baseline_min_scale: float = 0.02  # the clip never narrower than 2 % of the level
     baseline_warmup_s: float = 1800.0
+    # Once a week has taught it, flow, speed and power are judged against the same hour of
+    # the week instead (`smartcity_stream.baselines.Seasonal`): the latest week weighs this.
+    seasonal_week_weight: float = 0.3
     # Severe congestion: slow, congested and far slower than this road usually is by now
     # (a jam that builds over the rush hour is this road's rhythm, a sudden one is not).
     severe_congestion_speed_kmh: float = 25.0
@@ -122,6 +125,7 @@ class SensorMemory:
     same_count: int = 0
     same_since_ms: int = 0
     levels: dict[str, Level] = field(default_factory=dict)
+    seasons: dict[str, Seasonal] = field(default_factory=dict)
     recent: Recent | None = None
     speeding: tuple[float, float] = (0.0, 0.0)  # vehicles of the run too fast, their speed sum
     last_hit_ms: dict[str, int] = field(default_factory=dict)
@@ -140,6 +144,7 @@ class SensorMemory:
             "interval_s": self.interval_s,
             "same": [self.same_count, self.same_since_ms],
             "levels": {name: _plain_fields(level) for name, level in self.levels.items()},
+            "seasons": {name: season.to_state() for name, season in self.seasons.items()},
             "recent": None if self.recent is None else _plain_fields(self.recent),
             "speeding": list(self.speeding),
             "last_hit_ms": self.last_hit_ms,
@@ -155,6 +160,7 @@ class SensorMemory:
             same_count=state["same"][0],
             same_since_ms=state["same"][1],
             levels={name: Level(**_number_fields(f)) for name, f in state["levels"].items()},
+            seasons={name: Seasonal.from_state(f) for name, f in state["seasons"].items()},
             recent=None if state["recent"] is None else Recent(**state["recent"]),
             speeding=(state["speeding"][0], state["speeding"][1]),
             last_hit_ms=dict(state["last_hit_ms"]),
@@ -317,29 +323,41 @@ class RuleEngine:
         return np.array(known, dtype=np.float64)[readings.sensor]
 
     def _baseline(
-        self, batch: _Batch, name: str, values: np.ndarray, tau_s: float | None = None
+        self,
+        batch: _Batch,
+        name: str,
+        values: np.ndarray,
+        tau_s: float | None = None,
+        weekly: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row, the sensor's `name` level, scale and age in seconds as they stood
-        before the row (`smartcity_stream.baselines.Level`). With `tau_s`, a plain smoother
-        of that memory instead, as it stands after the row (the recent value)."""
+        """Per row, what the sensor's `name` usually is, its scale and the age in seconds
+        of that knowledge, as they stood before the row (`smartcity_stream.baselines`):
+        with `weekly`, the expectation for that hour of the week once a week has taught it
+        (a road's Monday 08:00), else the robust level of the last `baseline_tau_s`. With
+        `tau_s`, a plain smoother of that memory instead, as it stands after the row."""
         c = self.config
         groups = batch.readings.groups
         rows, per_sensor = groups.lists(values)
         _, times = groups.lists(batch.readings.event_ms)
         plain = tau_s is not None
         tau, clip = (tau_s, 0.0) if plain else (c.baseline_tau_s, c.baseline_clip)
-        found: list[list[float]] = [[], [], []]
+        found: list[list[float]] = [[], [], [], []]
         for memory, sensor_values, sensor_times in zip(
             batch.memories, per_sensor, times, strict=True
         ):
             learnt = memory.level(name, tau, clip).learn(
                 sensor_times, sensor_values, c.baseline_min_scale, after=plain
             )
-            for into, part in zip(found, learnt, strict=True):
+            if weekly:
+                season = memory.seasons.setdefault(name, Seasonal(c.seasonal_week_weight))
+                found[3] += season.learn(sensor_times, sensor_values)
+            for into, part in zip(found[:3], learnt, strict=True):
                 into += part
-        result = np.empty((3, batch.readings.size))
-        result[:, rows] = found
-        return result[0], result[1], result[2]
+        result = np.full((4, batch.readings.size), np.nan)
+        result[:, rows] = found if weekly else [*found[:3], [math.nan] * len(rows)]
+        usual, scale, age, expected = result
+        known = ~np.isnan(expected)
+        return np.where(known, expected, usual), scale, np.where(known, np.inf, age)
 
     def _recent_speed(self, batch: _Batch) -> np.ndarray:
         """Per row, after it: the mean speed of the vehicles of the last `speed_recent_s`
@@ -364,7 +382,7 @@ class RuleEngine:
         readings = batch.readings
         flow = readings.numbers("vehicle_count") * 3600 / batch.interval_s
         speed = self._recent_speed(batch)
-        usual_speed, _, speed_age = self._baseline(batch, "speed", speed)
+        usual_speed, _, speed_age = self._baseline(batch, "speed", speed, weekly=True)
         level = readings.values("congestion_level")
         with np.errstate(invalid="ignore"):
             severe = (
@@ -433,7 +451,7 @@ class RuleEngine:
         of those would be their median."""
         c = self.config
         recent, _, recent_age = self._baseline(batch, "recent_flow", flow, c.flow_recent_s)
-        usual, _, usual_age = self._baseline(batch, "flow", recent)
+        usual, _, usual_age = self._baseline(batch, "flow", recent, weekly=True)
         capacity = self._per_sensor(batch.readings, "capacity_vph", 0.0)
         limit = np.maximum(
             c.high_volume_capacity_factor * capacity, c.high_volume_level_factor * usual
@@ -502,7 +520,7 @@ class RuleEngine:
         c = self.config
         readings = batch.readings
         power = readings.numbers("power_kw")
-        usual, _, age = self._baseline(batch, "power", power)
+        usual, _, age = self._baseline(batch, "power", power, weekly=True)
         with np.errstate(invalid="ignore"):
             spike = (age >= c.baseline_warmup_s) & (
                 power > c.energy_spike_factor * np.maximum(usual, 1e-3)

@@ -7,8 +7,11 @@ for the demo's day. The stream test (`test_stream_detection.py`) runs the same t
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from smartcity_stream.baselines import Seasonal
 from smartcity_stream.rules import RuleConfig
 from tests.detection_support import simulate_detection
 
@@ -57,3 +60,24 @@ def test_a_quiet_week_raises_at_most_one_false_alarm_per_100_sensor_days(
     assert run.planted == []
     assert len(rates) == 10
     assert all(rate <= 1.0 for rate in rates.values()), rates
+
+
+def test_a_second_week_knows_the_rush_hour() -> None:
+    """Once a week has taught each road its hours, a rush-hour jam that falls fast is that
+    road's Monday, not an anomaly: week two raises fewer false alarms than week one."""
+    run = simulate_detection(600, 14 * 24, NOV_27_MS, seed=3, anomaly_rate_per_hour=0.0)
+    second_week = NOV_27_MS + 7 * 24 * HOUR_MS
+    first = [d for d in run.detections if d[2] < second_week]
+    second = [d for d in run.detections if d[2] >= second_week]
+    print(f"false alarms: week one {len(first)}, week two {len(second)}")
+    assert len(second) < len(first) / 2
+
+
+def test_the_weekly_expectation_is_a_slope_between_hours() -> None:
+    season = Seasonal()
+    week_ms = 168 * HOUR_MS
+    ramp = [NOV_27_MS + 6 * HOUR_MS + m * 60_000 for m in range(120)]  # 06:00 to 08:00
+    assert all(math.isnan(e) for e in season.learn(ramp, [100.0 + m for m in range(120)]))
+    season.learn([ramp[-1] + HOUR_MS], [math.nan])  # the next hour closes 07:00-08:00
+    at = [ramp[30] + week_ms, ramp[60] + week_ms, ramp[75] + week_ms]  # 06:30, 07:00, 07:15
+    assert season.learn(at, [math.nan] * 3) == pytest.approx([129.5, 159.5, 174.5])
