@@ -54,36 +54,47 @@ class Level:
         Until the weight by time exceeds it, a reading weighs 1/n (a plain mean of the first
         n): no bias towards the first reading.
         """
-        tau, clip = self.tau_s, self.clip
+        tau, clip, exp = self.tau_s, self.clip, math.exp
         level, scale, learnt = self.level, self.scale, self.learnt
         learnt_s, last_ms = self.learnt_s, self.last_ms
         levels: list[float] = []
         scales: list[float] = []
         ages: list[float] = []
+        keep_level, keep_scale, keep_age = levels.append, scales.append, ages.append
+        last_dt, by_time = -1.0, 0.0  # the weight by time of the last gap (most repeat)
         for at_ms, value in zip(times_ms, values, strict=True):
             if not after:
-                levels.append(level)
-                scales.append(scale)
-                ages.append(learnt_s)
+                keep_level(level)
+                keep_scale(scale)
+                keep_age(learnt_s)
             if value == value:  # not NaN: something was measured
                 learnt += 1
                 if learnt == 1:
                     level, scale, last_ms = value, 0.0, at_ms
                 else:
-                    dt = max(at_ms - last_ms, 0) / 1000
-                    last_ms = max(at_ms, last_ms)
+                    dt = (at_ms - last_ms) / 1000 if at_ms > last_ms else 0.0
+                    if at_ms > last_ms:
+                        last_ms = at_ms
                     learnt_s += dt
-                    weight = max(1 - math.exp(-dt / tau), 1 / learnt)
-                    bound = clip * max(scale, min_scale * abs(level))
+                    if dt != last_dt:
+                        last_dt, by_time = dt, 1 - exp(-dt / tau)
+                    weight = by_time if by_time * learnt > 1 else 1 / learnt
                     residual = value - level
-                    if bound > 0:
-                        residual = max(-bound, min(bound, residual))
+                    if clip:
+                        floor = min_scale * (level if level > 0 else -level)
+                        bound = clip * (scale if scale > floor else floor)
+                        if bound <= 0:
+                            pass  # nothing learnt to clip at yet
+                        elif residual > bound:
+                            residual = bound
+                        elif residual < -bound:
+                            residual = -bound
                     level += weight * residual
-                    scale += weight * (abs(residual) - scale)
+                    scale += weight * ((residual if residual > 0 else -residual) - scale)
             if after:
-                levels.append(level)
-                scales.append(scale)
-                ages.append(learnt_s)
+                keep_level(level)
+                keep_scale(scale)
+                keep_age(learnt_s)
         self.level, self.scale, self.learnt = level, scale, learnt
         self.learnt_s, self.last_ms = learnt_s, last_ms
         return levels, scales, ages
@@ -138,21 +149,24 @@ class Seasonal:
         """Take the readings in order; per reading the expectation for its time (NaN until
         both hours around it have been learnt once). NaN values are skipped."""
         expected: list[float] = []
-        slots = self.slots
+        keep = expected.append
+        slots, nan = self.slots, math.nan
+        pair_of, low, high = None, None, None  # the two hours around the last reading
         for at_ms, value in zip(times_ms, values, strict=True):
             hour = at_ms // HOUR_MS
             if hour != self.hour:
                 self._close_hour()
-                self.hour = hour
+                self.hour, pair_of = hour, None
             centred = at_ms / HOUR_MS - 0.5
             before = int(centred // 1)
-            low = slots.get(before % WEEK_HOURS)
-            high = slots.get((before + 1) % WEEK_HOURS)
+            if before != pair_of:
+                pair_of = before
+                low = slots.get(before % WEEK_HOURS)
+                high = slots.get((before + 1) % WEEK_HOURS)
             if low is None or high is None:
-                expected.append(math.nan)
+                keep(nan)
             else:
-                share = centred - before
-                expected.append(low[0] + share * (high[0] - low[0]))
+                keep(low[0] + (centred - before) * (high[0] - low[0]))
             if value == value:
                 self.total += value
                 self.count += 1
