@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class Level:
@@ -140,7 +142,8 @@ class Seasonal:
     """
 
     week_weight: float = 0.3
-    slots: dict[int, list[float]] = field(default_factory=dict)  # hour -> [mean, weeks]
+    means: np.ndarray = field(default_factory=lambda: np.full(WEEK_HOURS, np.nan))
+    weeks: np.ndarray = field(default_factory=lambda: np.zeros(WEEK_HOURS))
     hour: int = -1  # the hour being summed (hours since the epoch)
     total: float = 0.0
     count: int = 0
@@ -150,8 +153,8 @@ class Seasonal:
         both hours around it have been learnt once). NaN values are skipped."""
         expected: list[float] = []
         keep = expected.append
-        slots, nan = self.slots, math.nan
-        pair_of, low, high = None, None, None  # the two hours around the last reading
+        means = self.means
+        pair_of, low, high = None, math.nan, math.nan  # the two hours around the last reading
         for at_ms, value in zip(times_ms, values, strict=True):
             hour = at_ms // HOUR_MS
             if hour != self.hour:
@@ -161,22 +164,21 @@ class Seasonal:
             before = int(centred // 1)
             if before != pair_of:
                 pair_of = before
-                low = slots.get(before % WEEK_HOURS)
-                high = slots.get((before + 1) % WEEK_HOURS)
-            if low is None or high is None:
-                keep(nan)
-            else:
-                keep(low[0] + (centred - before) * (high[0] - low[0]))
+                low = float(means[before % WEEK_HOURS])
+                high = float(means[(before + 1) % WEEK_HOURS])
+            keep(low + (centred - before) * (high - low))  # NaN while either is unknown
             if value == value:
                 self.total += value
                 self.count += 1
         return expected
 
     def to_state(self) -> dict[str, Any]:
-        """JSON values: the hours as [hour, mean, weeks] (JSON keys are strings)."""
+        """JSON values (copies: the checkpoint is written while learning goes on; orjson
+        writes the arrays with OPT_SERIALIZE_NUMPY, NaN as null)."""
         return {
             "week_weight": self.week_weight,
-            "slots": [[hour, *slot] for hour, slot in sorted(self.slots.items())],
+            "means": self.means.copy(),
+            "weeks": self.weeks.copy(),
             "hour": self.hour,
             "total": self.total,
             "count": self.count,
@@ -184,13 +186,22 @@ class Seasonal:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Seasonal:
-        slots = {int(hour): [mean, weeks] for hour, mean, weeks in state["slots"]}
-        return cls(state["week_weight"], slots, state["hour"], state["total"], state["count"])
+        return cls(
+            state["week_weight"],
+            np.array(state["means"], dtype=np.float64),
+            np.array(state["weeks"], dtype=np.float64),
+            state["hour"],
+            state["total"],
+            state["count"],
+        )
 
     def _close_hour(self) -> None:
         if self.count:
             mean = self.total / self.count
-            slot = self.slots.setdefault(self.hour % WEEK_HOURS, [mean, 0.0])
-            slot[1] += 1
-            slot[0] += max(1 / slot[1], self.week_weight) * (mean - slot[0])
+            slot = self.hour % WEEK_HOURS
+            weeks = self.weeks[slot] = self.weeks[slot] + 1
+            known = self.means[slot]
+            self.means[slot] = (
+                mean if weeks == 1 else known + max(1 / weeks, self.week_weight) * (mean - known)
+            )
         self.total, self.count = 0.0, 0

@@ -146,7 +146,8 @@ def _restarted(
             {
                 "rules": engine.export(engine.known_sensors()),
                 "windows": {t: windows.export(t) for t in MEASURES},
-            }
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
     )
     restored, reopened = RuleEngine(config, sensors), TumblingWindows()

@@ -44,7 +44,11 @@ def test_a_checkpoint_is_json_and_keeps_episodes_open() -> None:
         "current_a": 500.0,
     }
     assert [f.kind for f in engine.evaluate(sag, NOV_27_MS, None)] == ["voltage_out_of_tolerance"]
-    saved = orjson.loads(orjson.dumps(engine.export(["ENERGY_0001", "ENERGY_0002"])))
+    saved = orjson.loads(
+        orjson.dumps(
+            engine.export(["ENERGY_0001", "ENERGY_0002"]), option=orjson.OPT_SERIALIZE_NUMPY
+        )
+    )
     assert list(saved) == ["ENERGY_0001"]
     restored = RuleEngine(RuleConfig(), sensors)
     restored.restore(saved)
