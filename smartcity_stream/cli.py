@@ -14,14 +14,9 @@ from smartcity.cli_support import friendly_errors, settings_or_exit
 from smartcity.kafka import cluster_metadata
 from smartcity.lake import Lake
 from smartcity.registry import RegistryFollower
+from smartcity_stream.group import GROUP_ID, Fenced, PartitionsLost
 from smartcity_stream.rule_file import load_rules
-from smartcity_stream.worker import (
-    GROUP_ID,
-    Fenced,
-    PartitionsLost,
-    StreamWorker,
-    WorkerOptions,
-)
+from smartcity_stream.worker import StreamWorker, WorkerOptions
 
 
 @friendly_errors
