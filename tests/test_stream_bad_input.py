@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 from hypothesis import given
@@ -180,6 +182,44 @@ def test_bad_clocks_are_dead_lettered_and_stall_no_partition(live_settings: Sett
     # The fast clock moved no watermark past the time it was sent.
     for progress in load_all_progress(lake):
         assert progress.watermark is not None and progress.watermark < _iso(finished_ms)
+
+
+@pytest.mark.integration
+def test_event_times_with_up_to_nine_fractional_digits_are_landed(
+    live_settings: Settings,
+) -> None:
+    """Per reading topic, one reading for each count of fractional digits the contract
+    takes (0, 3, 6, 7, 9): the worker refuses none, lands each at its millisecond (the
+    digits beyond cut, docs/lake.md) and leaves on its own, instead of crash-looping."""
+    settings = isolated(live_settings, "digits")
+    second_ms = live_start_ms(INTERVAL_MS)
+    second = _iso(second_ms)[:19]
+    fractions = ("", ".123", ".123456", ".1234567", ".123456789")
+    messages, expected = [], {}
+    for sensor_type in SENSOR_TYPES:
+        key, value = _reading_at(sensor_type, f"{second}Z", 0)
+        reading = orjson.loads(value)
+        for step, fraction in enumerate(fractions):
+            reading.update(event_time=f"{second}{fraction}Z", seq=reading["seq"] + step)
+            messages.append((settings.reading_topic(sensor_type), key, orjson.dumps(reading)))
+            expected[reading["sensor_id"], reading["seq"]] = second_ms + (123 if fraction else 0)
+    produce_messages(settings, messages)
+
+    options = WorkerOptions(group_id=f"{settings.topic_prefix}stream", until_idle_s=3)
+    worker = StreamWorker(settings, sensors_by_id(registry_table(build_registry())), options)
+    totals = worker.run()  # returns: the worker left on its own, idle
+    assert dict(totals.by_reason) == {}
+    assert totals.landed == len(messages)
+
+    lake = Lake.from_settings(settings)
+    files, _ = landed(lake)
+    got = {}
+    for path in files:
+        table = pq.read_table(path, filesystem=lake.filesystem)
+        millis = table["event_time"].cast(pa.int64()).to_pylist()
+        keys = zip(table["sensor_id"].to_pylist(), table["seq"].to_pylist(), strict=True)
+        got.update(zip(keys, millis, strict=True))
+    assert got == expected
 
 
 @pytest.mark.integration
