@@ -7,6 +7,7 @@ generous (10 s) and only say how long an event took: the 2 s promise is the brow
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import random
 import re
@@ -27,7 +28,13 @@ from confluent_kafka import Producer
 
 from smartcity.kafka import client_config
 from smartcity.settings import SENSOR_TYPES, Settings
-from smartcity_api.live_hub import Coalescer, SeenIds, Subscriber, anomaly_event
+from smartcity_api.live_hub import (
+    QUEUE_EVENTS,
+    Coalescer,
+    SeenIds,
+    Subscriber,
+    anomaly_event,
+)
 from tests.api_support import serve_api
 from tests.stream_support import isolated, worker_env
 
@@ -85,6 +92,7 @@ class Listener:
         self.reading = threading.Event()
         self.reading.set()
         self.seen: list[Event] = []
+        self.anomaly_ids: set[str] = set()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -108,30 +116,41 @@ class Listener:
         finally:
             self.ended.set()
 
+    def _take(self, timeout: float) -> Event | None:
+        """The next event within `timeout` seconds, kept in `seen`; None if none came."""
+        try:
+            event = self.events.get(timeout=max(timeout, 0))
+        except queue.Empty:
+            return None
+        self.seen.append(event)
+        if event.name == "anomaly":
+            self.anomaly_ids.add(event.data["anomaly_id"])
+        return event
+
     def wait_for(self, match: Callable[[Event], bool], timeout: float = DEADLINE_S) -> Event:
         """The first event (seen or to come) that matches; fails after `timeout` seconds."""
         for event in self.seen:
             if match(event):
                 return event
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                event = self.events.get(timeout=left)
-            except queue.Empty:
-                break
-            self.seen.append(event)
+        while (event := self._take(deadline - time.monotonic())) is not None:
             if match(event):
                 return event
         raise AssertionError(f"no matching event within {timeout:g} s; saw {len(self.seen)}")
 
+    def wait_for_anomalies(self, ids: set[str], timeout: float = DEADLINE_S) -> None:
+        """Until every anomaly of `ids` has arrived, in any order (three partitions)."""
+        deadline = time.monotonic() + timeout
+        while not ids <= self.anomaly_ids:
+            if self._take(deadline - time.monotonic()) is None:
+                missing = len(ids - self.anomaly_ids)
+                raise AssertionError(f"{missing} of {len(ids)} anomalies not within {timeout:g} s")
+
     def drain(self, seconds: float) -> list[Event]:
         """Everything that arrives in the next `seconds` (plus what is queued)."""
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            try:
-                self.seen.append(self.events.get(timeout=left))
-            except queue.Empty:
-                break
+        while self._take(end - time.monotonic()) is not None:
+            pass
         return self.seen
 
 
@@ -145,7 +164,16 @@ def listen(base: str, key: str | None = KEY) -> Iterator[Listener]:
         assert response.status_code == 200, response.read()
         listener = Listener(response)
         listener.wait_for(lambda e: e.name == "clock")  # connected: the hub sends one at once
-        yield listener
+        try:
+            yield listener
+        finally:
+            # Closing alone would leave the connection open while the listener's thread
+            # waits in recv on it (until the next event arrives): the server would count a
+            # client that is gone, and drop it as slow under a burst. Shutting the socket
+            # down ends that recv and tells the server at once.
+            socket_ = response.extensions["network_stream"].get_extra_info("socket")
+            with contextlib.suppress(OSError):
+                socket_.shutdown(socket.SHUT_RDWR)
 
 
 def rfc3339(instant: datetime) -> str:
@@ -373,40 +401,48 @@ def test_kafka_unreachable_still_streams_clocks_with_a_null_watermark(
 def test_a_slow_client_is_dropped_and_counted_while_others_are_served(
     server: str, topics: Settings, producer: Producer, rng: random.Random
 ) -> None:
-    """One client stops reading while anomalies of about 3 KB flow at 1,000/s; once the
-    socket buffers (which do not grow for a reader that reads nothing) and its 2,000-event
-    queue are full, it is dropped. A client that reads keeps receiving every anomaly, and
-    requests keep answering. Reading again, the dropped client gets what was already sent,
-    then the end of the stream."""
-    total, per_step = 6_000, 100
-    dropped_before = metric(server, "smartcity_api_live_dropped_clients_total")
+    """One client stops reading while anomalies of about 3 KB flow; once the socket buffers
+    (which do not grow for a reader that reads nothing) and its 2,000-event queue are full,
+    it is dropped. A client that reads keeps receiving every anomaly, and requests keep
+    answering. Reading again, the dropped client gets what was already sent, then the end
+    of the stream.
+
+    Nothing here depends on how fast the machine is. The next step is produced only once
+    the reader has received all but the last `AHEAD` steps, so the reader never has more
+    than a quarter of its queue waiting, however slowly it is scheduled; the slow client's
+    backlog only grows, so steps go on until it is dropped (the count of steps is bounded
+    far above what its queue and socket buffers can hold).
+    """
+    per_step, ahead, most = 100, 5, 20_000
+    assert per_step * ahead <= QUEUE_EVENTS // 4
+    dropped = "smartcity_api_live_dropped_clients_total"
+    # Only this test's two clients: a client of an earlier test still being let go would
+    # fall behind too and be counted.
+    wait_until(lambda: metric(server, "smartcity_api_live_clients") == 0, "no client left")
+    dropped_before = metric(server, dropped)
+    steps: list[set[str]] = []
     with listen(server) as reader, listen(server) as slow:
         slow.reading.clear()
         slow_seen = len(slow.drain(0.5))
-        burst = [anomaly(rng, padding=3000) for _ in range(total)]
-        for start in range(0, total, per_step):
-            send(producer, topics.topic("anomalies"), burst[start : start + per_step])
-            time.sleep(0.1)
-        wait_until(
-            lambda: metric(server, "smartcity_api_live_dropped_clients_total") > dropped_before,
-            "the slow client counted as dropped",
-        )
-        missing = {message["anomaly_id"] for message in burst}
-
-        def whole_burst_received(event: Event) -> bool:
-            if event.name == "anomaly":
-                missing.discard(event.data["anomaly_id"])
-            return not missing
-
-        reader.wait_for(whole_burst_received)  # anomalies of three partitions: in any order
+        while metric(server, dropped) == dropped_before:
+            assert len(steps) * per_step < most, f"the slow client not dropped after {most}"
+            burst = [anomaly(rng, padding=3000) for _ in range(per_step)]
+            send(producer, topics.topic("anomalies"), burst)
+            steps.append({message["anomaly_id"] for message in burst})
+            if len(steps) > ahead:
+                # A hang guard, not a speed limit: the reader is waited for, never raced.
+                reader.wait_for_anomalies(steps[-ahead - 1], timeout=60)
+        produced = set().union(*steps)
+        reader.wait_for_anomalies(produced, timeout=60)
+        assert not reader.ended.is_set(), "the reading client's stream ended"
         assert httpx.get(f"{server}/", timeout=5).status_code == 200
         assert metric(server, "smartcity_api_live_clients") == 1  # the reader only
         slow.reading.set()  # it reads again: what was sent before the drop, then the end
         assert slow.ended.wait(DEADLINE_S), "the dropped client's stream did not end"
         slow.drain(0)
     slow_anomalies = [e for e in slow.seen[slow_seen:] if e.name == "anomaly"]
-    assert len(slow_anomalies) < total, "the slow client was sent everything"
-    assert metric(server, "smartcity_api_live_dropped_clients_total") == dropped_before + 1
+    assert len(slow_anomalies) < len(produced), "the slow client was sent everything"
+    assert metric(server, dropped) == dropped_before + 1
     wait_until(lambda: metric(server, "smartcity_api_live_clients") == 0, "clients gone")
 
 
