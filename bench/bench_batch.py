@@ -1,24 +1,37 @@
-"""Batch layer throughput: one simulated day landed, then raw -> clean -> aggregates on Spark.
+"""Batch layer throughput: a simulated day through the daily pipeline on Spark, and the same
+work in DuckDB, timed and compared row for row.
 
 The day (default: the 210 sensors reporting every second, 18.1 million readings) is landed
-with the stream worker's own landing code (one file per hour and type), then the Dagster
-assets run in process for that date. In the same run DuckDB does the same deduplication and
-daily aggregates over the same landing files, as the reference. Prints rows/s and wall time
-per asset and the ratio. Run: `make bench` or `python -m bench.bench_batch [--interval 1]`.
+with the stream worker's own landing code (one file per hour and type) and cached. Spark:
+the Dagster daily pipeline in this process (raw -> clean -> aggregates -> anomaly_summary).
+DuckDB: `bench.duckdb_reference`, the same tables from the same landing files (contract
+rules and rejects, dedup, registry join, aggregates, the stream's rules re-run and
+reconciled, zstd Parquet), in a process of its own. Each engine runs once to warm up (for
+Spark: the JVM's start), then `--runs` times; the bench prints the median time, rows per
+second, CPU time and peak memory of each engine's processes and the ratios, then compares
+every table of the two builds and fails if one differs.
+Run: `make bench` or `python -m bench.bench_batch [--interval 1] [--runs 5]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+import psutil
 
 from bench.bench_simulator import START_MS
+from bench.duckdb_reference import compare
 from simulator.landed_day import land_simulated_day
 from simulator.registry import registry_table
 from smartcity.lake import Lake
@@ -26,8 +39,14 @@ from smartcity.layout import landing_dir
 from smartcity.registry import import_registry
 from smartcity.settings import SENSOR_TYPES, Settings
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 DAY = "2026-11-27"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "bench"
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_S = 0.2
+"""How often the processes' memory and CPU time are sampled."""
 
 
 def landed_lake(lake: Lake, interval_s: float, fresh: bool) -> tuple[int, bool]:
@@ -55,33 +74,154 @@ def landed_lake(lake: Lake, interval_s: float, fresh: bool) -> tuple[int, bool]:
     return int(done.read_text()), hit
 
 
-def duckdb_reference(lake: Lake) -> float:
-    """Dedup by (sensor_id, seq) and per-sensor daily aggregates, as DuckDB does them."""
-    started = time.perf_counter()
-    db = duckdb.connect()
-    for sensor_type, measure in (
-        ("traffic", "sum(vehicle_count), avg(average_speed_kmh)"),
-        ("weather", "min(temperature_c), avg(temperature_c), max(temperature_c)"),
-        ("energy", "max(energy_kwh) - min(energy_kwh), max(power_kw)"),
-    ):
-        folder = lake.path(landing_dir(sensor_type, DAY))
-        db.sql(
-            f"CREATE OR REPLACE TABLE clean_{sensor_type} AS SELECT * FROM "
-            f"read_parquet('{folder}/*/*.parquet', hive_partitioning=false) QUALIFY "
-            "row_number() OVER (PARTITION BY sensor_id, seq ORDER BY kafka_offset) = 1"
-        )
-        db.sql(
-            f"SELECT sensor_id, date_trunc('hour', event_time), {measure} "
-            f"FROM clean_{sensor_type} GROUP BY ALL"
-        ).fetchall()
-    return time.perf_counter() - started
+class ProcessTree:
+    """Peak resident memory and CPU time of a process and all its descendants while the
+    block runs, sampled: Spark's JVM, its Python daemon and workers, or DuckDB's process and
+    its rule workers. Resident sizes are summed, so pages two processes share count twice;
+    a process that ends loses the CPU time of its last sample period."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak_bytes = 0
+        self._cpu_at_start: dict[int, float] = {}
+        self._cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(cpu - self._cpu_at_start.get(pid, 0.0) for pid, cpu in self._cpu.items())
+
+    def __enter__(self) -> ProcessTree:
+        self._sample()
+        self._cpu_at_start = dict(self._cpu)
+        self.peak_bytes = 0
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            self._sample()
+
+    def _sample(self) -> None:
+        resident = 0
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for process in processes:
+            try:
+                with process.oneshot():
+                    resident += process.memory_info().rss
+                    times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            self._cpu[process.pid] = times.user + times.system
+        self.peak_bytes = max(self.peak_bytes, resident)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed run: wall and CPU seconds, and each step's wall seconds."""
+
+    seconds: float
+    cpu_s: float
+    steps: dict[str, float]
+
+
+@dataclass
+class Engine:
+    """One engine's warm-up time, its timed runs, and the peak memory of its processes over
+    all of them (the warm-up included: a JVM keeps what it took)."""
+
+    name: str
+    warm_up_s: float = 0.0
+    runs: list[Run] = field(default_factory=list)
+    peak_bytes: int = 0
+
+    def record(
+        self, seconds: float, usage: ProcessTree, steps: dict[str, float], warm_up: bool
+    ) -> None:
+        self.peak_bytes = max(self.peak_bytes, usage.peak_bytes)
+        if warm_up:
+            self.warm_up_s = seconds
+        else:
+            self.runs.append(Run(seconds, usage.cpu_s, steps))
+
+    @property
+    def median(self) -> Run:
+        """The run of the median time (the lower one of an even number of runs)."""
+        ordered = sorted(self.runs, key=lambda run: run.seconds)
+        return ordered[(len(ordered) - 1) // 2]
+
+
+def spark_runs(runs: int) -> Engine:
+    """The daily pipeline for `DAY` in this process: a warm-up run (the JVM starts in it),
+    then `runs` runs, each failing the bench if it fails."""
+    import dagster as dg
+
+    from smartcity.settings import load_settings
+    from smartcity_dagster.assets.quality import sensor_registry
+    from smartcity_dagster.definitions import defs
+    from smartcity_dagster.home import dagster_home
+
+    dagster_home(load_settings())
+    engine = Engine("spark")
+    with dg.DagsterInstance.get() as instance:
+        dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
+        job = defs.resolve_job_def("daily_pipeline")
+        for run in range(runs + 1):
+            with ProcessTree(os.getpid()) as usage:
+                started = time.perf_counter()
+                result = job.execute_in_process(partition_key=DAY, instance=instance)
+                seconds = time.perf_counter() - started
+            if not result.success:
+                raise SystemExit(f"the Spark run {run} failed")
+            engine.record(seconds, usage, step_seconds(instance, result.run_id), run == 0)
+    return engine
+
+
+def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Each step's wall time in a Dagster run, from its start and success events."""
+    seconds: dict[str, float] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+            sign = -1 if event.event_type_value == "STEP_START" else 1
+            step = event.step_key or "?"
+            seconds[step] = seconds.get(step, 0.0) + sign * entry.timestamp
+    return seconds
+
+
+def duckdb_runs(lake: Lake, out: Path, runs: int) -> Engine:
+    """`bench.duckdb_reference` over the lake's landing into `out`, each run a process of
+    its own (its memory is its own): a warm-up run (the page cache, the imports), then
+    `runs` runs. Its time is the one it reports, its work without the interpreter's start."""
+    engine = Engine("duckdb")
+    command = [sys.executable, "-m", "bench.duckdb_reference", lake.root, str(out), DAY]
+    for run in range(runs + 1):
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        with ProcessTree(process.pid) as usage:
+            stdout, _ = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"the DuckDB reference failed (exit {process.returncode})")
+        built = json.loads(stdout)
+        engine.record(built["seconds"], usage, built["steps"], run == 0)
+    return engine
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=1.0, help="reporting interval, s")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per engine (median)")
     parser.add_argument("--fresh", action="store_true", help="simulate the day again")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="smartcity-batch-") as folder:
         settings = Settings(
             _env_file=None, lake_uri=Path(folder).as_uri(), runtime_dir=Path(folder) / "runtime"
@@ -97,78 +237,44 @@ def main(argv: list[str] | None = None) -> None:
         how = "linked from the cache" if hit else "landed"
         print(f"{how}: {rows:,} readings in {time.perf_counter() - started:.1f} s")
         import_registry(lake, registry_table())  # the cached landing is linked, not its lake
-        spark_s, jvm_cpu_s, per_asset = spark_pipeline()
-        reference_s = duckdb_reference(lake)
-    for asset, (seconds, read) in per_asset.items():
-        print(f"  {asset:28} {seconds:7.1f} s = {read / seconds:>10,.0f} rows/s")
-    print(f"spark raw->clean->aggregates : {spark_s:7.1f} s = {rows / spark_s:>10,.0f} rows/s")
+        spark = spark_runs(args.runs)
+        reference = Path(folder) / "duckdb"
+        duckdb = duckdb_runs(lake, reference, args.runs)
+        report(rows, spark, duckdb, load_before)
+        problems = compare(Path(lake.root), reference, DAY)
+    if problems:
+        print("\n".join(["OUTPUTS DIFFER:", *problems]))
+        raise SystemExit("Spark and the DuckDB reference built different tables")
+    print("outputs: every table the same, row for row (floats within 1e-9 relative)")
+
+
+def report(rows: int, spark: Engine, duckdb: Engine, load_before: tuple[float, ...]) -> None:
+    """Per step the median run's seconds, then per engine its figures, then the ratios."""
+    print(f"{'step (median run)':28} {'spark s':>8} {'duckdb s':>9}")
+    for step in spark.median.steps | duckdb.median.steps:
+        times = [engine.median.steps.get(step) for engine in (spark, duckdb)]
+        shown = [f"{t:.1f}" if t is not None else "-" for t in times]
+        print(f"  {step:26} {shown[0]:>8} {shown[1]:>9}")
     print(
-        f"spark JVM CPU time           : {jvm_cpu_s:7.1f} s on {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"{'engine':8} {'warm-up s':>9} {'median s':>9} {'rows/s':>11} {'CPU s':>7} "
+        f"{'peak GB':>8}  runs s"
     )
-    print(
-        f"duckdb dedup + aggregates    : {reference_s:7.1f} s = {rows / reference_s:>10,.0f} rows/s"
-    )
-    print(
-        f"ratio                        : spark takes {spark_s / reference_s:.1f}x DuckDB's time "
-        "(target: the day in < 90 s)"
-    )
-
-
-def spark_pipeline() -> tuple[float, float, dict[str, tuple[float, int]]]:
-    """Wall time of the run, the Spark JVM's CPU time, and per asset its step's wall time and
-    the rows of its type (what raw_<type> holds: each asset reads about that many)."""
-    import dagster as dg
-
-    from smartcity.settings import load_settings
-    from smartcity_dagster.assets.quality import sensor_registry
-    from smartcity_dagster.definitions import defs
-    from smartcity_dagster.home import dagster_home
-
-    dagster_home(load_settings())
-    with dg.DagsterInstance.get() as instance:
-        dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
-        selection = [f"{layer}_{t}" for layer in ("raw", "clean") for t in SENSOR_TYPES]
-        selection += [f"daily_{t}_aggregates" for t in SENSOR_TYPES]
-        job = defs.resolve_job_def("daily_pipeline")
-        started = time.perf_counter()
-        result = job.execute_in_process(
-            partition_key=DAY,
-            instance=instance,
-            asset_selection=[dg.AssetKey(name) for name in selection],
+    for engine in (spark, duckdb):
+        median = engine.median
+        runs = ", ".join(f"{run.seconds:.1f}" for run in engine.runs)
+        print(
+            f"{engine.name:8} {engine.warm_up_s:9.1f} {median.seconds:9.1f} "
+            f"{rows / median.seconds:11,.0f} {median.cpu_s:7.0f} "
+            f"{engine.peak_bytes / 1e9:8.2f}  [{runs}]"
         )
-        total = time.perf_counter() - started
-        jvm_cpu_s = spark_process_cpu_s()
-        seconds: dict[str, float] = {}
-        for entry in instance.all_logs(result.run_id):
-            event = entry.dagster_event
-            if event and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
-                sign = -1 if event.event_type_value == "STEP_START" else 1
-                step = event.step_key or "?"
-                seconds[step] = seconds.get(step, 0.0) + sign * entry.timestamp
-        rows = {}
-        for event in result.get_asset_materialization_events():
-            materialization = event.event_specific_data.materialization
-            name = materialization.asset_key.to_user_string()
-            if name.startswith("raw_"):
-                rows[name.removeprefix("raw_")] = materialization.metadata[
-                    "dagster/row_count"
-                ].value
-    per_asset = {
-        step: (spent, rows[next(t for t in SENSOR_TYPES if t in step)])
-        for step, spent in seconds.items()
-    }
-    return total, jvm_cpu_s, per_asset
-
-
-def spark_process_cpu_s() -> float:
-    """CPU time the run's Spark JVM has used since it started (its whole life is this run):
-    unlike wall time it hardly depends on what else the machine runs, so it compares runs
-    on a shared machine; on an idle one the wall time is at least this over the cores."""
-    from pyspark import SparkContext
-
-    process = SparkContext._gateway.jvm.java.lang.ProcessHandle.current()
-    return process.info().totalCpuDuration().get().toMillis() / 1000
+    loads = [" ".join(f"{a:.1f}" for a in load) for load in (load_before, os.getloadavg())]
+    print(
+        f"ratio spark/duckdb: time {spark.median.seconds / duckdb.median.seconds:.1f}x, "
+        f"CPU {spark.median.cpu_s / duckdb.median.cpu_s:.1f}x, "
+        f"peak memory {spark.peak_bytes / duckdb.peak_bytes:.1f}x "
+        f"({os.cpu_count()} cores; load average 1/5/15 min before: {loads[0]}, "
+        f"after: {loads[1]})"
+    )
 
 
 if __name__ == "__main__":
