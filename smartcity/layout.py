@@ -11,6 +11,7 @@ from datetime import date
 
 LANDING = "landing"
 PROGRESS = f"{LANDING}/_progress"
+STATE = f"{LANDING}/_state"
 LIVE = "live"
 TABLES = "tables"
 QUALITY = "quality"
@@ -46,6 +47,17 @@ def anomaly_landing_key(
 
 def progress_key(topic: str, partition: int) -> str:
     return f"{PROGRESS}/{topic}/p{partition}.json"
+
+
+def checkpoint_dir(topic: str, partition: int) -> str:
+    """The stream's detection checkpoints of one topic-partition."""
+    return f"{STATE}/{topic}/p{partition}"
+
+
+def checkpoint_key(topic: str, partition: int, offset: int) -> str:
+    """Detection state after every message before `offset`, named by it: zstd-compressed
+    JSON, its suffix `.zstd`, since Arrow's streams would undo a `.zst` on every read."""
+    return f"{checkpoint_dir(topic, partition)}/o{offset}.json.zstd"
 
 
 def live_key(worker_id: str, name: str) -> str:

@@ -22,6 +22,7 @@ from confluent_kafka import Message
 from smartcity.contract import ContractError, ReadingDecoder
 from smartcity_stream import clock_guard, metrics
 from smartcity_stream.buffer import TopicPartitionKey
+from smartcity_stream.checkpoint import Checkpoint
 from smartcity_stream.columns import Readings
 from smartcity_stream.landing import rows_to_table
 from smartcity_stream.live import LiveState, latest_per_sensor
@@ -63,6 +64,9 @@ class SegmentDetector:
         self.live = live
         self.publisher = publisher
         self.totals = totals
+        # The sensors each partition's readings came from: what its checkpoint holds (a
+        # sensor's key keeps it on one partition of its type's topic).
+        self._sensors_of: dict[TopicPartitionKey, set[str]] = {}
 
     def detect(self, tp: TopicPartitionKey, sensor_type: str, batch: list[Message]) -> Detected:
         """Check each message of the segment, run windows and rules over the valid ones."""
@@ -131,6 +135,7 @@ class SegmentDetector:
         """Windows and rules over the segment at once; live state from each sensor's last.
         `advance_ms`: how far each reading may move the partition's watermark."""
         late_before = self.windows.late_events
+        self._sensors_of.setdefault(tp, set()).update(readings.sensor_ids)
         window = self.windows.add_batch(tp, readings, MEASURES[readings.sensor_type], advance_ms)
         anomalies = [
             self._publish(readings.rows[row], *anomaly_record(readings, row, window, finding))
@@ -150,6 +155,27 @@ class SegmentDetector:
             max(self.windows.watermark_ms(tp), 0) / 1000
         )
         return anomalies
+
+    def checkpoint(self, tp: TopicPartitionKey, offset: int) -> bytes:
+        """The partition's state after every message before `offset`, encoded: taken when
+        its buffer goes to land, before anything more is detected
+        (`smartcity_stream.checkpoint`)."""
+        return Checkpoint(
+            offset,
+            self.windows.export(tp),
+            self.rules.export(sorted(self._sensors_of.get(tp, ()))),
+        ).encode()
+
+    def restore(self, tp: TopicPartitionKey, checkpoint: Checkpoint) -> None:
+        """Go on from a claimed partition's checkpoint as if this worker had detected it."""
+        self.windows.restore(tp, checkpoint.windows)
+        self.rules.restore(checkpoint.sensors)
+        self._sensors_of[tp] = set(checkpoint.sensors)
+
+    def forget(self, tp: TopicPartitionKey) -> None:
+        """The partition went to another owner, who goes on from its checkpoint."""
+        self.windows.forget(tp)
+        self.rules.forget(self._sensors_of.pop(tp, ()))
 
     def _publish(
         self, reading: dict[str, Any], anomaly: dict[str, Any], message: dict[str, Any]

@@ -3,12 +3,12 @@
 A round, per partition with a buffer: its range is committed as the intent in the committed
 offset's metadata (fenced: `smartcity_stream.group`; the caller does it, since commits stay
 on the consuming thread), written with the names of its files into the progress manifest
-too; the rows land as Parquet files named by their offsets; every dead letter and anomaly
-is acknowledged; the offsets are committed (the caller again); and only then the new
-progress is recorded. The steps before and after the commit run on a landing thread, so
-that the consuming thread never waits for the lake unless it chooses to (`Lander.current`),
-and each step's writes run side by side on writer threads (an object store answers each
-after a round trip).
+too; the rows land as Parquet files named by their offsets, with each partition's detection
+checkpoint (`smartcity_stream.checkpoint`); every dead letter and anomaly is acknowledged;
+the offsets are committed (the caller again); and only then the new progress is recorded.
+The steps before and after the commit run on a landing thread, so that the consuming thread
+never waits for the lake unless it chooses to (`Lander.current`), and each step's writes run
+side by side on writer threads (an object store answers each after a round trip).
 
 A lake write that fails is retried with backoff until it succeeds (`DurableWrites`);
 nothing is committed meanwhile. `Lander.stalled` tells the consuming thread that the step
@@ -33,6 +33,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from smartcity.lake import Lake
 from smartcity_stream import metrics
 from smartcity_stream.buffer import PartitionBuffer, TopicPartitionKey
+from smartcity_stream.checkpoint import drop_checkpoint, save_checkpoint
 from smartcity_stream.landing import LandingFile, anomaly_files, landing_files, write_files
 from smartcity_stream.progress import (
     OwnerMark,
@@ -151,10 +152,15 @@ class Lander:
         record after the commit (None)."""
         return self._current
 
-    def start(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> None:
-        """Write a round whose intents are committed; nothing else may be in flight."""
+    def start(
+        self,
+        buffers: dict[TopicPartitionKey, PartitionBuffer],
+        checkpoints: dict[TopicPartitionKey, bytes],
+    ) -> None:
+        """Write a round whose intents are committed, with each partition's detection
+        checkpoint after its range; nothing else may be in flight."""
         assert self._current is None, "one round at a time"
-        self._submit(partial(self._write_round, buffers))
+        self._submit(partial(self._write_round, buffers, checkpoints))
 
     def step(self, commit: Callable[[WrittenRound], None]) -> None:
         """Take the finished step (its failure is the worker's). Once a round's files are
@@ -189,30 +195,43 @@ class Lander:
         self._since, self._failures_before = time.monotonic(), self.writes.failures
         self._current = self._thread.submit(step)
 
-    def _write_round(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> WrittenRound:
+    def _write_round(
+        self,
+        buffers: dict[TopicPartitionKey, PartitionBuffer],
+        checkpoints: dict[TopicPartitionKey, bytes],
+    ) -> WrittenRound:
         """The steps of a round before its commit (module docstring). The intent in the
         manifest names the files about to land, so whoever finds the range committed but
-        not recorded (the owner died or was fenced in between) records them."""
+        not recorded (the owner died or was fenced in between) records them; the
+        checkpoints are durable before the commit, so the committed offset always has one."""
         started = time.perf_counter()
         plans = {tp: self._plan(tp, buffer) for tp, buffer in buffers.items()}
         for tp, buffer in buffers.items():
             self.progress[tp].intend(buffer.first_offset, buffer.last_offset, plans[tp].files)
         self._save_manifests(list(plans))
-        sizes = self.writes.each(
-            [partial(write_files, self.lake, [*p.files, *p.anomaly_files]) for p in plans.values()]
-        )
+        files = [
+            partial(write_files, self.lake, [*p.files, *p.anomaly_files]) for p in plans.values()
+        ]
+        states = [
+            partial(save_checkpoint, self.lake, t, p, buffers[(t, p)].last_offset + 1, data)
+            for (t, p), data in checkpoints.items()
+        ]
+        sizes = self.writes.each([*files, *states])[: len(files)]
         self.publisher.wait_acknowledged()
         return WrittenRound(buffers, plans, dict(zip(plans, sizes, strict=True)), started)
 
     def _record_round(self, written: WrittenRound) -> None:
         """After the commit: the partitions' new progress (committed offset, watermark,
         files per hour) replaces their intent."""
+        passed = []
         for tp, buffer in written.buffers.items():
             progress = self.progress[tp]
+            passed.append(partial(drop_checkpoint, self.lake, *tp, progress.committed_offset))
             progress.committed_offset = buffer.last_offset + 1
             progress.watermark = buffer.watermark or progress.watermark
             progress.settle()
         self._save_manifests(list(written.buffers))
+        self.writes.each(passed)
         for tp, plan in written.plans.items():
             rows = sum(file.table.num_rows for file in plan.files)
             self.totals.landed += rows

@@ -21,11 +21,12 @@ long the storage is away; it resumes them once the step is through, and nothing 
 committed meanwhile. SIGTERM and `--until-idle` land everything in hand, commit and leave.
 
 A crash anywhere before the commit replays from the last committed offset, and detection
-state, being in memory, starts again with it: anomalies and dead letters of the replayed
-range are published again (an anomaly keeps its id, so readers deduplicate it), rows are not
-landed twice. A worker taking a partition with an intent over holds its messages back until
-it has that exact range, then detects and lands it at once, so the replay rewrites the same
-file names. A rebalance lands what the revoked partitions have in hand before they go.
+goes on from the checkpoint the round that committed it wrote (`smartcity_stream.checkpoint`),
+restored on every assignment: the replayed range finds the same anomalies under the same
+ids, published again (readers deduplicate them by id); rows are not landed twice. A worker
+taking a partition with an intent over holds its messages back until it has that exact
+range, then detects and lands it at once, so the replay rewrites the same file names. A
+rebalance lands what the revoked partitions have in hand before they go.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from smartcity_stream.buffer import (
     PartitionBuffer,
     TopicPartitionKey,
 )
+from smartcity_stream.checkpoint import load_checkpoint
 from smartcity_stream.clock_guard import ClockGuard
 from smartcity_stream.detection import SegmentDetector
 from smartcity_stream.group import GROUP_ID, GroupMember, PartitionsLost
@@ -309,9 +311,14 @@ class StreamWorker:
 
     def _start(self, buffers: dict[TopicPartitionKey, PartitionBuffer]) -> None:
         """Commit the round's intents here (from the landing thread, a synchronous commit
-        was seen to wait out minutes while this thread consumed), then write it there."""
+        was seen to wait out minutes while this thread consumed), then write it there. The
+        buffers were just taken, nothing detected since: detection's state is exactly that
+        after their ranges, which is what each partition's checkpoint keeps."""
+        checkpoints = {
+            tp: self.detector.checkpoint(tp, b.last_offset + 1) for tp, b in buffers.items()
+        }
         self.group.commit_intents(buffers)
-        self.lander.start(buffers)
+        self.lander.start(buffers, checkpoints)
 
     def _finish_round(self) -> None:
         """Take the round in flight, if any, through to its end."""
@@ -371,6 +378,8 @@ class StreamWorker:
             if partitions:
                 for tp, intent in self.group.claim(partitions).items():
                     self.replays.expect(tp, intent)
+                for tp in partitions:
+                    self._restore((tp.topic, tp.partition))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A rebalance takes partitions away: what they have in hand lands and is committed
@@ -392,11 +401,28 @@ class StreamWorker:
                 names = ", ".join(f"{t}/{p}" for t, p in keys)
                 raise PartitionsLost(f"partitions {names} lost with rows not landed or committed")
 
+    def _restore(self, tp: TopicPartitionKey) -> None:
+        """Detection goes on from the claimed partition's checkpoint at its committed offset;
+        without one (a first start) its baselines start learning."""
+        offset = self.group.progress[tp].committed_offset
+        checkpoint = self.lander.writes(partial(load_checkpoint, self.lake, *tp, offset))
+        if checkpoint is None:
+            log.info("%s/%d: no detection checkpoint at offset %d", *tp, offset)
+            return
+        self.detector.restore(tp, checkpoint)
+        log.info(
+            "%s/%d: detection restored at offset %d (%d sensors)",
+            *tp,
+            offset,
+            len(checkpoint.sensors),
+        )
+
     def _forget(self, keys: list[TopicPartitionKey]) -> None:
         self.group.forget(keys)
         self.lander.forget(keys)
         for key in keys:
             self.replays.forget(key)
+            self.detector.forget(key)
         gone = set(keys)
         self._stash = [m for m in self._stash if (m.topic(), m.partition()) not in gone]
 

@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -49,7 +50,10 @@ def produce_simulation(
     faults: str = "",
     start_ms: int = 1795737600000,
     anomaly_rate_per_hour: float = 0.05,
+    pauses: Mapping[int, Callable[[], None]] | None = None,
 ) -> Produced:
+    """The simulation's messages sent step after step; `pauses[step]` runs before that
+    step is sent, once everything before it is acknowledged."""
     config = SimulationConfig(
         start_ms=start_ms,
         interval_ms=interval_ms,
@@ -87,7 +91,10 @@ def produce_simulation(
                     producer.poll(0.1)
         producer.poll(0)
 
-    for _ in range(steps):
+    for step in range(steps):
+        if pauses and step in pauses:
+            assert producer.flush(60) == 0
+            pauses[step]()
         for batch in simulation.next_step():
             send(batch.sensor_type, batch.messages)
     for batch in simulation.finish():

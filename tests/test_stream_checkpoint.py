@@ -3,9 +3,20 @@ an uninterrupted run finds, at every interval."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
+from smartcity.lake import Lake
+from smartcity.layout import checkpoint_key
+from smartcity.settings import Settings
+from smartcity_stream.checkpoint import (
+    Checkpoint,
+    drop_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from smartcity_stream.rules import RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
 from tests.detection_support import simulate_detection
@@ -60,3 +71,25 @@ def test_a_checkpoint_is_json_and_keeps_episodes_open() -> None:
     window = reopened.add("p0", "ENERGY_0001", "energy", NOV_27_MS + 1_000, {"power_kw": 50.0})
     assert window is not None and window.count == 2 and window.mean("power_kw") == 75.0
     assert reopened.watermark_ms("p0") == windows.watermark_ms("p0") + 1_000
+
+
+def test_a_claim_finds_the_checkpoint_of_the_committed_offset_and_drops_older_ones(
+    tmp_path: Path,
+) -> None:
+    """The state the committed offset names is found; those before it go; one ahead of it
+    (a round that never committed) stays for its replay to write again."""
+    lake = Lake.from_settings(Settings(_env_file=None, lake_uri=tmp_path.as_uri()))
+    lake.ensure_root()
+    topic = "smartcity.readings.energy"
+    for offset in (100, 200, 300):
+        state = Checkpoint(offset, {"max_event_ms": offset, "windows": []}, {"E": {"o": offset}})
+        save_checkpoint(lake, topic, 1, offset, state.encode())
+    assert load_checkpoint(lake, topic, 1, 50) is None
+    found = load_checkpoint(lake, topic, 1, 200)
+    assert found == Checkpoint(200, {"max_event_ms": 200, "windows": []}, {"E": {"o": 200}})
+    assert not lake.exists(checkpoint_key(topic, 1, 100))
+    assert lake.exists(checkpoint_key(topic, 1, 300))
+    assert load_checkpoint(lake, topic, 2, 200) is None
+    drop_checkpoint(lake, topic, 1, 200)
+    drop_checkpoint(lake, topic, 1, 200)
+    assert load_checkpoint(lake, topic, 1, 200) is None

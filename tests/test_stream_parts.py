@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from simulator.registry import build_registry, registry_table
 from smartcity.lake import Lake
+from smartcity.layout import checkpoint_key
 from smartcity.registry import sensors_by_id
 from smartcity_stream.buffer import LandingBuffers, LandingPolicy
 from smartcity_stream.clock_guard import ClockGuard
@@ -233,6 +234,9 @@ class FlakyStore:
     def get_file_info(self, selector: Any) -> list[Any]:
         return []
 
+    def delete_file(self, path: str) -> None:
+        self.objects.pop(path, None)
+
 
 class _Sink:
     def __init__(self, objects: dict[str, bytes], path: str) -> None:
@@ -295,10 +299,11 @@ def _lander(store: FlakyStore, stall_after_s: float = 60.0) -> Lander:
 
 
 def _start_round(lander: Lander) -> None:
-    """A round of one buffered range, offsets 3..9 (no valid row: only its manifests)."""
+    """A round of one buffered range, offsets 3..9 (no valid row: only its manifests and
+    its detection checkpoint)."""
     buffers = LandingBuffers(LandingPolicy())
     buffers.add(TP, (3, 9), 0.0, table=None, anomalies=[], watermark=None)
-    lander.start(buffers.take())
+    lander.start(buffers.take(), {TP: b"state after 9"})
 
 
 @pytest.mark.parametrize(
@@ -334,6 +339,7 @@ def test_the_landing_tells_when_the_lake_holds_a_round_up_and_goes_on_after(
         assert lander.progress[TP].committed_offset == 10
         assert lander.progress[TP].pending_first is None
         assert any(key.endswith("p0.e2.json") for key in store.objects)
+        assert store.objects[lander.lake.path(checkpoint_key(*TP, 10))] == b"state after 9"
     finally:
         store.healed.set()
         lander.close()
