@@ -20,8 +20,9 @@ import logging
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import ConfigResource, ResourceType
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from smartcity.ingest import dead_letter_headers, ingest_producer
 from smartcity.kafka import admin_client
@@ -44,14 +45,24 @@ FRAMING_BYTES = 1_024
 
 def message_limit(settings: Settings, topic: str) -> int:
     """The largest message `topic` takes (its `max.message.bytes`, asked of the broker);
-    `DEFAULT_MESSAGE_MAX_BYTES` if the broker does not answer."""
+    `DEFAULT_MESSAGE_MAX_BYTES` if the broker does not answer within `kafka_timeout_s`. A
+    topic created a moment ago may be unknown to the broker asked for a while: asked again."""
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    try:
-        futures = admin_client(settings).describe_configs(
-            [resource], request_timeout=settings.kafka_timeout_s
-        )
+    # Held until the answer is in: a client destroyed first fails its own request.
+    admin = admin_client(settings)
+
+    def ask() -> int:
+        futures = admin.describe_configs([resource], request_timeout=settings.kafka_timeout_s)
         entries = next(iter(futures.values())).result(timeout=settings.kafka_timeout_s + 5)
         return int(entries["max.message.bytes"].value)
+
+    try:
+        return Retrying(
+            retry=retry_if_exception(_unknown_topic),
+            wait=wait_fixed(0.2),
+            stop=stop_after_delay(settings.kafka_timeout_s),
+            reraise=True,
+        )(ask)
     except (KafkaException, FutureTimeout, KeyError, ValueError) as error:
         log.warning(
             "max.message.bytes of %s unknown (%s): dead letters cut at %d bytes",
@@ -60,6 +71,13 @@ def message_limit(settings: Settings, topic: str) -> int:
             DEFAULT_MESSAGE_MAX_BYTES,
         )
         return DEFAULT_MESSAGE_MAX_BYTES
+
+
+def _unknown_topic(error: BaseException) -> bool:
+    return (
+        isinstance(error, KafkaException)
+        and error.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    )
 
 
 def worker_producer(

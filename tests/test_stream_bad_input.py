@@ -14,11 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import NewTopic
 from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.registry import build_registry, registry_table
 from simulator.simulation import Simulation, SimulationConfig
+from smartcity.kafka import admin_client
 from smartcity.lake import Lake
 from smartcity.registry import import_registry, sensors_by_id
 from smartcity.settings import SENSOR_TYPES, Settings
@@ -256,6 +258,16 @@ def test_a_flood_through_a_tiny_producer_queue_loses_no_dead_letter(
     assert len(census.invalid) == len(flood)
     assert dead_letter_sources(settings, f"{group}-dlq") == census.invalid
     assert_landed_exactly_once(settings, census)
+
+
+@pytest.mark.integration
+def test_the_limit_is_the_topic_s_own(live_settings: Settings) -> None:
+    """Asked of the broker, not assumed: a topic that takes 3 MB says so."""
+    topic = f"{live_settings.topic_prefix}limit-{uuid.uuid4().hex[:6]}"
+    admin = admin_client(live_settings)
+    created = admin.create_topics([NewTopic(topic, 1, 1, config={"max.message.bytes": "3000000"})])
+    created[topic].result(timeout=30)
+    assert message_limit(live_settings, topic) == 3_000_000
 
 
 @pytest.mark.integration
