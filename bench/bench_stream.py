@@ -38,7 +38,10 @@ from smartcity.kafka import client_config
 from smartcity.lake import Lake
 from smartcity.registry import import_registry, sensors_by_id
 from smartcity.settings import SENSOR_TYPES, Settings
+from smartcity_stream.rules import RuleConfig
 from smartcity_stream.worker import StreamWorker, WorkerOptions
+
+LIVE_WARMUP_S = 5.0
 
 IDLE_S = 2.0
 
@@ -102,8 +105,15 @@ def bare_rate(settings: Settings, expected: int) -> tuple[int, float]:
 
 
 def live_latency(settings: Settings, lake: Path, seconds: int, anomaly_rate: float) -> list[float]:
-    """Anomaly latencies (s) with a worker following a live simulation at 2,100 msgs/s."""
-    options = WorkerOptions(group_id=f"bench-live-{uuid.uuid4().hex[:6]}")
+    """Anomaly latencies (s) with a worker following a live simulation at 2,100 msgs/s.
+
+    The baselines judge nothing in their first 30 minutes of event time, longer than the
+    run: the live worker's warm-up is cut to 5 s, so that what it times is the path from a
+    reading to its anomaly, not the learning."""
+    options = WorkerOptions(
+        group_id=f"bench-live-{uuid.uuid4().hex[:6]}",
+        rules=RuleConfig(baseline_warmup_s=LIVE_WARMUP_S),
+    )
     local = settings.model_copy(update={"lake_uri": lake.as_uri()})
     worker = StreamWorker(local, sensors_by_id(registry_table(build_registry())), options)
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -242,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"stream worker : {worker_n:>9,} msgs in {worker_s:6.2f} s = {worker:>9,.0f} msgs/s")
     print(f"  whole run   : {whole_s:6.2f} s with start-up = {worker_n / whole_s:>9,.0f} msgs/s")
     print(f"bare consume  : {bare_n:>9,} msgs in {bare_s:6.2f} s = {bare:>9,.0f} msgs/s")
-    print(f"ratio         : worker at {worker / bare:.0%} of the ceiling (target >= 50,000 msgs/s)")
+    print(f"ratio         : worker at {worker / bare:.0%} of the ceiling (target >= 60,000 msgs/s)")
     p50, p99 = (_percentile(latencies, share) * 1000 for share in (0.5, 0.99))
     print(
         f"live 2,100/s  : {len(latencies)} anomalies, event-to-anomaly p50 {p50:.0f} ms, "
