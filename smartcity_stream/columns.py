@@ -8,9 +8,10 @@ baselines) loop, per sensor, over plain floats.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from itertools import pairwise
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,7 @@ class Readings:
     def __init__(
         self,
         sensor_type: str,
-        rows: list[dict[str, Any]],
+        rows: Sequence[dict[str, Any]],
         event_ms: np.ndarray,
         table: pa.Table | None = None,
     ) -> None:
@@ -58,7 +59,12 @@ class Readings:
     def _sensor_codes(self) -> tuple[list[str], np.ndarray]:
         """A dict lookup per row: cheaper than a pyarrow kernel call on a segment's size."""
         codes: dict[str, int] = {}
-        sensor = [codes.setdefault(row["sensor_id"], len(codes)) for row in self.rows]
+        ids = (
+            (row["sensor_id"] for row in self.rows)
+            if self._table is None
+            else self._table.column("sensor_id").to_pylist()
+        )
+        sensor = [codes.setdefault(sensor_id, len(codes)) for sensor_id in ids]
         return list(codes), np.array(sensor, dtype=np.int64)
 
     @property
@@ -97,6 +103,28 @@ class Readings:
         if self._table is None:
             return np.array([row.get(name) for row in self.rows], dtype=object)
         return self._table.column(name).to_numpy(zero_copy_only=False)
+
+
+class TableRows(Sequence[dict[str, Any]]):
+    """A table's rows as readings, each built only when a finding quotes it: the batch
+    layer judges whole sensor-days, where a dict per row cost twice the rules' own time."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._table.slice(index % len(self), 1).to_pylist()[0]
 
 
 class SensorGroups:

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from smartcity_stream.anomalies import ANOMALY_SCHEMA, anomaly_table
-from smartcity_stream.columns import Readings
+from smartcity_stream.columns import Readings, TableRows
 from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
 
@@ -55,16 +55,13 @@ def _detect_sensor(
         return []
     ordered = rows.sort_values(["event_time", "seq"])
     sensor_type = str(ordered["sensor_type"].iloc[0])
-    event_ms = (ordered["event_time"].astype("int64") // 1_000_000).tolist()
-    records = [
-        {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in reading.items()}
-        for reading in ordered.to_dict("records")
-    ]
-    readings = Readings.from_rows(sensor_type, records, event_ms)
+    event_ms = (ordered["event_time"].astype("int64") // 1_000_000).to_numpy()
+    table = pa.Table.from_pandas(ordered, preserve_index=False)  # NaN as null, as landed
+    readings = Readings(sensor_type, TableRows(table), event_ms, table)
     view = TumblingWindows().add_batch("batch", readings, MEASURES[sensor_type])
     found = []
     for row, finding in RuleEngine(config, sensors).evaluate_batch(readings, view):
-        reading, millis = records[row], event_ms[row]
+        reading, millis = readings.rows[row], int(event_ms[row])
         joined = bool(view.joined[row])
         found.append(
             {
