@@ -78,10 +78,11 @@ def build_day(lake: Lake, day: str, out: Path, workers: int) -> Build:
     """Every table of `day` from the landing of `lake` (a local folder) into `out`, in the
     lake's layout, the rules run by `workers` processes.
 
-    The workers are forked first, before DuckDB starts its threads."""
+    The workers are spawned, not forked: a fork of a process that already runs threads
+    (Arrow's pools, a test run's Kafka clients) gave a child that crashed in Arrow."""
     registry = published_registry(lake)
     build = Build()
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(int).result()
         db = _connect()
         db.register("registry", registry.table)
