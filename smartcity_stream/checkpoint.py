@@ -18,7 +18,6 @@ a commit has moved past it.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +26,6 @@ import pyarrow as pa
 
 from smartcity.lake import Lake
 from smartcity.layout import checkpoint_dir, checkpoint_key
-
-log = logging.getLogger("smartcity.stream")
 
 CODEC = "zstd"
 
