@@ -21,7 +21,7 @@ one JVM to the next.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,6 +68,7 @@ def write_partition(
     order: Sequence[str],
     *,
     exchange: bool = True,
+    placed: Callable[[DataFrame], DataFrame] | None = None,
 ) -> TableWrite:
     """A new version of the partition, staged (see `publish_partition`): `frame` written as
     one file by one task, its rows sorted by `order` (columns that make a row's place
@@ -79,10 +80,16 @@ def write_partition(
     for a scan of files, whose rows an exchange would only copy once more (8.64 M landed
     energy readings: 18 s instead of 55 s; a day's clean energy, whose last stage is the
     dedup window: 54 s with the exchange, 161 s without; the 2-core machine, busy, on
-    2026-12-04)."""
+    2026-12-04).
+
+    `placed`, when given, is what the writing task makes of its sorted rows before they are
+    written (a projection or a broadcast join, which keep their order): the clean tables'
+    rows are sorted by their sensor's number and get the registry's strings only then."""
     token = _token()
     parts_dir = f"{staging_dir(asset, day, token)}/parts"
     single = (frame.repartition(1) if exchange else frame.coalesce(1)).sortWithinPartitions(*order)
+    if placed is not None:
+        single = placed(single)
     single.write.mode("overwrite").parquet(spark_url(lake, parts_dir))
     parts = [info.path for info in lake.list_files(parts_dir) if info.path.endswith(".parquet")]
     if len(parts) != 1:

@@ -25,7 +25,7 @@ from smartcity.settings import Settings
 from smartcity_dagster import checks
 from smartcity_dagster.tables import TableWrite, describe, write_partition
 from smartcity_dagster.transforms.balance import range_label
-from smartcity_dagster.transforms.clean import ORDER, clean, rejected_rows
+from smartcity_dagster.transforms.clean import KEPT_ORDER, ORDER, clean, rejected_rows
 from smartcity_dagster.transforms.profile import table_profile
 from smartcity_stream.landing import landing_schema
 from tests.dagster_support import spark_session
@@ -117,7 +117,10 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     ]
     raw = frame(spark, "weather", rows)
     outcome = clean(raw, REGISTRY, "weather")
-    written, kept = written_as_asset(lake, outcome.clean, "weather")
+    written = write_partition(
+        outcome.kept, lake, "clean_weather", "2026-11-27", KEPT_ORDER, placed=outcome.placed
+    )
+    kept = lake.read_parquet(written.key).to_pylist()
     rejected = rejected_rows(raw, REGISTRY, "weather").toArrow().to_pylist()
     assert [(r["sensor_id"], r["seq"]) for r in kept] == [("WEATHER_0001", 1), ("WEATHER_0001", 2)]
     assert kept[0]["kafka_offset"] == 0 and kept[0]["district"] == "centre"
@@ -131,6 +134,29 @@ def test_clean_splits_duplicates_and_rejects_and_accounts_for_every_row(spark, l
     assert checks.no_loss(counts["rows"], len(kept), len(rejected), counts["duplicates"]).passed
     assert table_profile(written)["rows"] == 2
     assert checks.contract_schema(spark, lake, written, "weather").passed
+
+
+def test_clean_rows_are_written_in_id_order_with_their_own_places(split, lake) -> None:
+    """The rows cross the exchange and the writing task's sort under their sensor's number
+    and get the registry's strings only then: the file is still in (sensor_id, seq) order,
+    each row with its own sensor's place, however the tasks split the day."""
+    sensors = [f"WEATHER_{n:04d}" for n in (12, 3, 7, 40)]
+    registry = pa.Table.from_pylist(
+        [
+            {"sensor_id": s, "district": f"d{s[-2:]}", "latitude": 52.0, "longitude": 13.0}
+            for s in sensors
+        ]
+    )
+    keys = [(sensor, seq) for seq in range(30) for sensor in sensors]
+    random.Random(5).shuffle(keys)
+    rows = [weather(seq, offset, sensor=sensor) for offset, (sensor, seq) in enumerate(keys)]
+    outcome = clean(frame(split, "weather", rows), registry, "weather")
+    written = write_partition(
+        outcome.kept, lake, "clean_weather", "2026-11-27", KEPT_ORDER, placed=outcome.placed
+    )
+    kept = lake.read_parquet(written.key).to_pylist()
+    assert [(r["sensor_id"], r["seq"]) for r in kept] == sorted(keys)
+    assert all(r["district"] == f"d{r['sensor_id'][-2:]}" for r in kept)
 
 
 def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> None:

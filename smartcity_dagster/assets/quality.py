@@ -14,7 +14,13 @@ from smartcity_dagster.assets.publish import AssetEvent, Publication
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
-from smartcity_dagster.transforms.clean import ORDER, clean, no_rejected_rows, rejected_rows
+from smartcity_dagster.transforms.clean import (
+    KEPT_ORDER,
+    ORDER,
+    clean,
+    no_rejected_rows,
+    rejected_rows,
+)
 from smartcity_dagster.transforms.profile import table_profile
 
 REJECTS = "{name}_rejects"
@@ -73,7 +79,9 @@ def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
         for day in run_dates(context):
             raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
             outcome = clean(raw, registry.table, sensor_type)
-            staged = write_partition(outcome.clean, lake, name, day, ORDER)
+            staged = write_partition(
+                outcome.kept, lake, name, day, KEPT_ORDER, placed=outcome.placed
+            )
             counts = outcome.counts.get
             raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
             rejects = write_partition(

@@ -7,6 +7,7 @@ wire format says; rejected rows are kept with their reason, never dropped silent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -26,18 +27,29 @@ SENSOR_STRINGS = ("sensor_id", "sensor_type")
 ORDER = ("sensor_id", "seq")
 """The clean table's row order (and its rejects'): a sensor's readings together, in the
 order it read them; a key is there once."""
+KEPT_ORDER = (SENSOR, "seq")
+"""`ORDER` for the kept rows, which carry their sensor's number: it sorts as the id does."""
 
 
 @dataclass(frozen=True)
 class CleanResult:
     """The clean rows of a day, and what Spark observes while they are written.
 
-    `counts` (raw rows, duplicates, rejects) is filled by the action that writes `clean`;
-    `rejected_rows` is only worth planning and running when it found any.
+    `kept` are the clean rows with their sensor's number in place of its strings; the task
+    that writes the table sorts them by `KEPT_ORDER` and then makes them `placed` (the
+    registry's strings joined back), so the day's rows cross the last exchange and the sort
+    as numbers. `counts` (raw rows, duplicates, rejects) is filled by the action that writes
+    them; `rejected_rows` is only worth planning and running when it found any.
     """
 
-    clean: DataFrame
+    kept: DataFrame
     counts: Observation
+    placed: Callable[[DataFrame], DataFrame]
+
+    @property
+    def clean(self) -> DataFrame:
+        """The clean rows as the table holds them, in no particular order."""
+        return self.placed(self.kept)
 
 
 @dataclass(frozen=True)
@@ -152,8 +164,11 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
     Rows are judged and numbered by sensor before the one shuffle (by ranges of those
     numbers, see `balance`; besides the exchange to the task that writes the table, see
     `tables.write_partition`, the only exchange of full rows in the batch layer); after it,
-    one sort serves the dedup window; the registry's strings are joined last (a
-    broadcast). The table is written in `ORDER`. An unknown sensor keeps its id in
+    one sort serves the dedup window. The rows keep their number through the exchange to
+    the writing task and its sort (`KEPT_ORDER`: integers compare faster than ids that
+    share their first eight bytes, which is all of a string's sort prefix); the registry's
+    strings are joined there, last (`CleanResult.placed`, a broadcast). The table is
+    written in `ORDER`. An unknown sensor keeps its id in
     `UNKNOWN_SENSOR` (null for every known one) so its rows are still deduplicated and
     counted. Rejects are rare, so instead of caching the judged day for a second output,
     `rejected_rows` recomputes them when the first pass saw any.
@@ -178,18 +193,21 @@ def clean(raw: DataFrame, registry: pa.Table, sensor_type: str) -> CleanResult:
         F.count_if(~first_copy).alias("duplicates"),
         F.count_if(first_copy & ~valid).alias("rejects"),
     )
-    placed = (
-        ranked.where(first_copy & valid)
-        .join(F.broadcast(keys), SENSOR)
-        .select(
+    kept = ranked.where(first_copy & valid).select(
+        SENSOR, *[name for name in raw.columns if name not in SENSOR_STRINGS]
+    )
+
+    def placed(rows: DataFrame) -> DataFrame:
+        # A broadcast join keeps the order of the rows it streams: the writing task's sort.
+        return rows.join(F.broadcast(keys), SENSOR).select(
             *[
                 F.lit(sensor_type).alias(name) if name == "sensor_type" else name
                 for name in raw.columns
             ],
             *REGISTRY_COLUMNS,
         )
-    )
-    return CleanResult(placed, counts)
+
+    return CleanResult(kept, counts, placed)
 
 
 def rejected_rows(raw: DataFrame, registry: pa.Table, sensor_type: str) -> DataFrame:
