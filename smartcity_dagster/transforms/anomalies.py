@@ -83,24 +83,32 @@ def _detect_sensor(
 def reconcile(
     stream: pa.Table, batch: pa.Table, districts: Mapping[str, str], gap_ms: int
 ) -> pd.DataFrame:
-    """Each anomaly once, with `source` stream, batch or both (same sensor and kind, within
-    `gap_ms` of each other)."""
+    """Each anomaly once, with `source` stream, batch or both: in the order they landed,
+    each stream anomaly takes the first batch anomaly of its sensor and kind within `gap_ms`
+    that no earlier one took.
+
+    The candidates are a join on sensor and kind, kept within the gap; only those pairs (about
+    one per anomaly: episodes of a kind are an episode gap apart) are walked to settle who
+    takes which, not the batch's anomalies once per stream anomaly."""
     stream_frame = stream.to_pandas().assign(source="stream")
     batch_frame = batch.to_pandas().assign(source="batch")
-    matched_batch: set[int] = set()
-    for index, row in stream_frame.iterrows():
-        candidates = batch_frame[
-            (batch_frame["sensor_id"] == row["sensor_id"])
-            & (batch_frame["kind"] == row["kind"])
-            & ((batch_frame["event_time"] - row["event_time"]).abs() <= pd.Timedelta(gap_ms, "ms"))
-        ]
-        unmatched = [i for i in candidates.index if i not in matched_batch]
-        if unmatched:
-            matched_batch.add(unmatched[0])
-            stream_frame.loc[index, "source"] = "both"
-    events = pd.concat(
-        [stream_frame, batch_frame.drop(index=list(matched_batch))], ignore_index=True
+    key = ["sensor_id", "kind", "event_time"]
+    pairs = (
+        stream_frame[key]
+        .reset_index(names="stream_row")
+        .merge(batch_frame[key].reset_index(names="batch_row"), on=key[:2], suffixes=("", "_b"))
     )
+    near = pairs[(pairs["event_time"] - pairs["event_time_b"]).abs() <= pd.Timedelta(gap_ms, "ms")]
+    matched: dict[int, int] = {}
+    taken: set[int] = set()
+    for stream_row, batch_row in near.sort_values(["stream_row", "batch_row"])[
+        ["stream_row", "batch_row"]
+    ].itertuples(index=False):
+        if stream_row not in matched and batch_row not in taken:
+            matched[stream_row] = batch_row
+            taken.add(batch_row)
+    stream_frame.loc[list(matched), "source"] = "both"
+    events = pd.concat([stream_frame, batch_frame.drop(index=list(taken))], ignore_index=True)
     events["district"] = events["sensor_id"].map(districts)
     return events[EVENT_COLUMNS].sort_values(["event_time", "sensor_id", "kind"])
 
