@@ -114,15 +114,21 @@ class Recent:
     def learn(self, times_ms: list[int], counts: list[float], values: list[float]) -> list[float]:
         """Per reading, after it: the mean (NaN while no counted reading had a value)."""
         tau, counted, weighted, last_ms = self.tau_s, self.counted, self.weighted, self.last_ms
+        exp = math.exp
         means: list[float] = []
+        keep_mean = means.append
+        last_gap, keep = -1, 1.0  # the decay of the last gap (most repeat)
         for at_ms, n, value in zip(times_ms, counts, values, strict=True):
-            keep = math.exp(-max(at_ms - last_ms, 0) / 1000 / tau)
-            last_ms = max(at_ms, last_ms)
+            gap = at_ms - last_ms if at_ms > last_ms else 0
+            if gap != last_gap:
+                last_gap, keep = gap, exp(-gap / 1000 / tau)
+            if at_ms > last_ms:
+                last_ms = at_ms
             counted, weighted = counted * keep, weighted * keep
             if value == value and n > 0:
                 counted += n
                 weighted += n * value
-            means.append(weighted / counted if counted > 1e-9 else math.nan)
+            keep_mean(weighted / counted if counted > 1e-9 else math.nan)
         self.counted, self.weighted, self.last_ms = counted, weighted, last_ms
         return means
 
@@ -154,12 +160,12 @@ class Seasonal:
         expected: list[float] = []
         keep = expected.append
         means = self.means
+        hour, total, count = self.hour, self.total, self.count  # the hour being summed
         pair_of, low, high = None, math.nan, math.nan  # the two hours around the last reading
         for at_ms, value in zip(times_ms, values, strict=True):
-            hour = at_ms // HOUR_MS
-            if hour != self.hour:
-                self._close_hour()
-                self.hour, pair_of = hour, None
+            if at_ms // HOUR_MS != hour:
+                self._close_hour(hour, total, count)
+                hour, total, count, pair_of = at_ms // HOUR_MS, 0.0, 0, None
             centred = at_ms / HOUR_MS - 0.5
             before = int(centred // 1)
             if before != pair_of:
@@ -168,8 +174,9 @@ class Seasonal:
                 high = float(means[(before + 1) % WEEK_HOURS])
             keep(low + (centred - before) * (high - low))  # NaN while either is unknown
             if value == value:
-                self.total += value
-                self.count += 1
+                total += value
+                count += 1
+        self.hour, self.total, self.count = hour, total, count
         return expected
 
     def to_state(self) -> dict[str, Any]:
@@ -195,13 +202,13 @@ class Seasonal:
             state["count"],
         )
 
-    def _close_hour(self) -> None:
-        if self.count:
-            mean = self.total / self.count
-            slot = self.hour % WEEK_HOURS
+    def _close_hour(self, hour: int, total: float, count: int) -> None:
+        """The hour's mean into its slot of the week."""
+        if count:
+            mean = total / count
+            slot = hour % WEEK_HOURS
             weeks = self.weeks[slot] = self.weeks[slot] + 1
             known = self.means[slot]
             self.means[slot] = (
                 mean if weeks == 1 else known + max(1 / weeks, self.week_weight) * (mean - known)
             )
-        self.total, self.count = 0.0, 0
