@@ -440,8 +440,8 @@ def detect_sensors(
     clean: str, sensor_ids: list[str], sensors: Mapping[str, Mapping[str, Any]]
 ) -> pa.Table:
     """In a worker process: the anomalies of `sensor_ids` in the clean table `clean`, each
-    sensor's rows given to the function Spark's `applyInPandas` runs (`sensor_detector`) as
-    Spark gives them: a pandas frame per sensor, times naive UTC in nanoseconds."""
+    sensor's rows given to the function Spark's `applyInArrow` runs (`sensor_detector`) as
+    Spark gives them: an Arrow table per sensor, times naive UTC in microseconds."""
     db = _connect(threads=1)
     rows = db.sql(
         f"""
@@ -452,14 +452,7 @@ def detect_sensors(
         params=[sensor_ids],
     ).to_arrow_table()
     detect = sensor_detector(sensors, RuleConfig())
-    found = [
-        pa.Table.from_pandas(
-            detect(group.to_pandas(coerce_temporal_nanoseconds=True)),
-            schema=ANOMALY_SCHEMA,
-            preserve_index=False,
-        )
-        for group in _per_sensor(rows)
-    ]
+    found = [detect(group).cast(ANOMALY_SCHEMA) for group in _per_sensor(rows)]
     return pa.concat_tables([ANOMALY_SCHEMA.empty_table(), *found])
 
 

@@ -44,14 +44,19 @@ pandas needs, and the pyspark that Spark's worker puts on its path."""
 
 UNPICKLE_AND_RUN = """
 import json, pickle, sys
-import pandas as pd
+import pandas  # the executors' packages and what they import are theirs
+import pyarrow as pa
 import pyspark.cloudpickle
 before = set(sys.modules)
 detector = pickle.loads(sys.stdin.buffer.read())
-rows = pd.DataFrame(json.loads(sys.argv[1]))
-rows["event_time"] = pd.to_datetime(rows["event_time"], unit="ms", utc=True)
+rows = pa.Table.from_pylist(json.loads(sys.argv[1]))
+rows = rows.set_column(
+    rows.schema.get_field_index("event_time"),
+    "event_time",
+    rows.column("event_time").cast(pa.timestamp("ms", tz="UTC")),
+)
 found = detector(rows)
-print(json.dumps({"new": sorted(set(sys.modules) - before), "found": len(found)}))
+print(json.dumps({"new": sorted(set(sys.modules) - before), "found": found.num_rows}))
 """
 
 

@@ -81,13 +81,9 @@ def anomaly_summary(
             [
                 ANOMALY_SCHEMA.empty_table(),
                 *(
-                    pa.Table.from_pandas(
-                        detect_batch(
-                            read_partition(spark, lake, table, day), sensors, config
-                        ).toPandas(),
-                        schema=ANOMALY_SCHEMA,
-                        preserve_index=False,
-                    )
+                    detect_batch(read_partition(spark, lake, table, day), sensors, config)
+                    .toArrow()
+                    .cast(ANOMALY_SCHEMA)
                     for table in clean_tables_with_rows(smartcity, day)
                 ),
             ]

@@ -1,7 +1,7 @@
 """Anomalies of a day: the stream's, the same rules re-run over the clean data, reconciled.
 
 The batch run uses the stream worker's own `RuleEngine` and windows, one sensor at a time
-(Spark's `applyInPandas` spreads the sensors over the executors), so a difference between
+(Spark's `applyInArrow` spreads the sensors over the executors), so a difference between
 the two sources means the stream saw something else (late data, a restart), not other rules.
 """
 
@@ -20,20 +20,43 @@ from smartcity_stream.rules import MEASURES, RuleConfig, RuleEngine
 from smartcity_stream.windows import TumblingWindows
 
 SEVERITY_ORDER = {"warning": 1, "critical": 2}
+RULE_FIELDS = frozenset(
+    ["sensor_id", "sensor_type", "seq", "event_time", "interval_s", "congestion_level"]
+    + [measure for measures in MEASURES.values() for measure in measures]
+)
+"""The fields of a reading the stream's rules read (`smartcity_stream.rules`)."""
+SPARK_ANOMALY_SCHEMA = pa.schema(
+    [
+        field.with_type(pa.timestamp("us", tz="UTC"))
+        if pa.types.is_timestamp(field.type)
+        else field
+        for field in ANOMALY_SCHEMA
+    ]
+)
+"""`ANOMALY_SCHEMA` as Spark's Arrow batches carry it (times in microseconds): what
+`applyInArrow` takes back."""
+MS_PER = {"ms": 1, "us": 1000, "ns": 1_000_000}
+"""Units of a timestamp column in a millisecond."""
 EVENT_COLUMNS = [*ANOMALY_SCHEMA.names, "district", "source"]
 
 
 def detect_batch(
     clean: DataFrame, sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
 ) -> DataFrame:
-    """Re-run the stream's rules over a day's clean rows, one sensor per group."""
+    """Re-run the stream's rules over a day's clean rows, one sensor per group.
+
+    Only the fields the rules read cross the shuffle and reach Python (the registry's places
+    and Kafka's coordinates do not: a day's energy 19.6 s -> 14.3 s), as Arrow tables
+    (`applyInArrow`: no pandas frame in either direction)."""
     schema = clean.sparkSession.createDataFrame(ANOMALY_SCHEMA.empty_table()).schema
-    return clean.groupBy("sensor_id").applyInPandas(sensor_detector(sensors, config), schema)
+    read = [name for name in clean.columns if name in RULE_FIELDS]
+    detector = sensor_detector(sensors, config)
+    return clean.select(*read).groupBy("sensor_id").applyInArrow(detector, schema)
 
 
 def sensor_detector(
     sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
-) -> Callable[[pd.DataFrame], pd.DataFrame]:
+) -> Callable[[pa.Table], pa.Table]:
     """What Spark pickles and runs on the executors: one sensor's rows to its anomalies.
 
     A cluster's executors do not have this project installed, only numpy, pandas, pyarrow
@@ -41,22 +64,22 @@ def sensor_detector(
     module and the stream's rules, windows and columns import nothing else.
     """
 
-    def per_sensor(rows: pd.DataFrame) -> pd.DataFrame:
-        return anomaly_table(_detect_sensor(rows, sensors, config)).to_pandas()
+    def per_sensor(rows: pa.Table) -> pa.Table:
+        return anomaly_table(_detect_sensor(rows, sensors, config)).cast(SPARK_ANOMALY_SCHEMA)
 
     return per_sensor
 
 
 def _detect_sensor(
-    rows: pd.DataFrame, sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
+    rows: pa.Table, sensors: Mapping[str, Mapping[str, Any]], config: RuleConfig
 ) -> list[dict[str, Any]]:
     """One sensor's day in event-time order, judged as one batch by the stream's code."""
-    if rows.empty:
+    if rows.num_rows == 0:
         return []
-    ordered = rows.sort_values(["event_time", "seq"])
-    sensor_type = str(ordered["sensor_type"].iloc[0])
-    event_ms = (ordered["event_time"].astype("int64") // 1_000_000).to_numpy()
-    table = pa.Table.from_pandas(ordered, preserve_index=False)  # NaN as null, as landed
+    table = rows.sort_by([("event_time", "ascending"), ("seq", "ascending")]).combine_chunks()
+    sensor_type = table.column("sensor_type")[0].as_py()
+    times = table.column("event_time")
+    event_ms = times.cast(pa.int64()).to_numpy() // MS_PER[times.type.unit]
     readings = Readings(sensor_type, TableRows(table), event_ms, table)
     view = TumblingWindows().add_batch("batch", readings, MEASURES[sensor_type])
     found = []
