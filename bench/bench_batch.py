@@ -37,7 +37,8 @@ from simulator.registry import registry_table
 from smartcity.lake import Lake
 from smartcity.layout import landing_dir
 from smartcity.registry import import_registry
-from smartcity.settings import SENSOR_TYPES, Settings
+from smartcity.settings import SENSOR_TYPES, Settings, default_runtime_dir
+from smartcity_dagster.console import log_file, output_into
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -237,7 +238,10 @@ def main(argv: list[str] | None = None) -> None:
         how = "linked from the cache" if hit else "landed"
         print(f"{how}: {rows:,} readings in {time.perf_counter() - started:.1f} s")
         import_registry(lake, registry_table())  # the cached landing is linked, not its lake
-        spark = spark_runs(args.runs)
+        log = log_file(default_runtime_dir(), "bench-batch")
+        with output_into(log):  # Dagster's events and the JVM's warnings, not the figures
+            spark = spark_runs(args.runs)
+        print(f"Spark runs: {', '.join(f'{run.seconds:.1f} s' for run in spark.runs)}; log: {log}")
         reference = Path(folder) / "duckdb"
         duckdb = duckdb_runs(lake, reference, args.runs)
         report(rows, spark, duckdb, load_before)
