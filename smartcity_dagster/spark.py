@@ -65,6 +65,12 @@ def spark_config(settings: Settings) -> dict[str, str]:
         "spark.sql.parquet.enableVectorizedReader": "true",
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
+        # Once a stage turns out empty, this rule replaces the plan above it with an empty
+        # relation, and the metrics observed below it (the clean step's counts, which the
+        # no-loss check adds up) are never reported: a day without a clean row would fail.
+        "spark.sql.adaptive.optimizer.excludedRules": (
+            "org.apache.spark.sql.execution.adaptive.AQEPropagateEmptyRelation"
+        ),
         # Up to this many groups per task, aggregates with object buffers (the traffic
         # speeds of an hour) stay in a hash map; Spark's default of 128 sorts a day's rows
         # once a task has seen 128 sensor-hours.

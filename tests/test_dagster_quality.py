@@ -159,6 +159,22 @@ def test_clean_rows_are_written_in_id_order_with_their_own_places(split, lake) -
     assert all(r["district"] == f"d{r['sensor_id'][-2:]}" for r in kept)
 
 
+@pytest.mark.parametrize(
+    "rows",
+    [[], [weather(1, 0, temperature_c=-80.0), weather(2, 1, sensor="WEATHER_0999")]],
+    ids=["no readings", "every reading rejected"],
+)
+def test_a_day_without_clean_rows_is_written_empty_and_counted(spark, lake, rows) -> None:
+    """Spark's adaptive plan drops a join whose streamed side turned out empty, and with it
+    anything observed below: the counts must still come from the write."""
+    outcome = clean(frame(spark, "weather", rows), REGISTRY, "weather")
+    written = write_partition(
+        outcome.kept, lake, "clean_weather", "2026-11-27", KEPT_ORDER, placed=outcome.placed
+    )
+    assert lake.read_parquet(written.key).num_rows == 0
+    assert outcome.counts.get == {"rows": len(rows), "duplicates": 0, "rejects": len(rows)}
+
+
 def test_sensor_ids_are_held_to_the_common_pattern_and_the_types_own(spark) -> None:
     """Both patterns of the contract apply, to a sensor the registry lists (judged once on
     the registry's side) as to one it does not (judged per row)."""
