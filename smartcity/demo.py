@@ -191,12 +191,17 @@ def batch(run: DemoRun) -> None:
 def stop_spark() -> None:
     """The run's Spark session, stopped before its JVM is: under a live session, pyspark's
     threads print tracebacks when the JVM goes (the accumulator server's end of file, py4j's
-    lost connection at exit), after the quiet console has given the terminal back."""
+    lost connection at exit), after the quiet console has given the terminal back. The
+    session is the default one, not this thread's active one: the warm start made it in a
+    thread of its own."""
+    from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
+    try:
+        session = SparkSession.active()
+    except PySparkRuntimeError:  # no session was started
+        return
+    session.stop()
 
 
 def _materialize(run: DemoRun) -> None:
