@@ -66,7 +66,7 @@ class Publication:
             if results:
                 record_checks(self.lake, self.asset, day, list(results))
             return
-        version = self.context.run_id
+        version = self.context.run.run_id
         for table, write in staged.items():
             set_aside(self.lake, write, rejected_key(table, day, version))
         record_rejection(self.lake, self.asset, day, version, list(results))
@@ -102,7 +102,7 @@ class Publication:
                 "partitions are unchanged and nothing downstream was built from these versions",
                 metadata={
                     "rejected": {
-                        d: rejected_key(self.asset, d, self.context.run_id)
+                        d: rejected_key(self.asset, d, self.context.run.run_id)
                         for d in sorted(self.rejected)
                     }
                 },
