@@ -165,8 +165,9 @@ def test_clean_rows_are_written_in_id_order_with_their_own_places(split, lake) -
     ids=["no readings", "every reading rejected"],
 )
 def test_a_day_without_clean_rows_is_written_empty_and_counted(spark, lake, rows) -> None:
-    """Spark's adaptive plan drops a join whose streamed side turned out empty, and with it
-    anything observed below: the counts must still come from the write."""
+    """Spark's adaptive plan replaces what stands above a stage that turned out empty (here
+    the registry's strings after the writing task's sort), and with it anything observed
+    below: the counts must still come from the write."""
     outcome = clean(frame(spark, "weather", rows), REGISTRY, "weather")
     written = write_partition(
         outcome.kept, lake, "clean_weather", "2026-11-27", KEPT_ORDER, placed=outcome.placed
