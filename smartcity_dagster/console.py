@@ -152,6 +152,11 @@ class StepConsole:
         self._ended.add(name)
         self._count()
 
+    def part(self, name: str, seconds: float) -> None:
+        """The line of a part of the running step that timed itself (a table of a step that
+        builds several at once), under the step's line to come."""
+        self._line(len(self._running), f"[green]✓[/] {escape(name)} ({seconds:.1f} s)", "")
+
     def skip(self, name: str, why: str = "skipped") -> None:
         self._line(len(self._running), f"[yellow]-[/] {escape(name)} {why}", "")
         self._ended.add(name)
@@ -200,6 +205,10 @@ class StepConsole:
             self._progress.update(self._overall, count=f"{ended}/{len(self._expected)}")
 
 
+BUILD_SECONDS = "build_seconds"
+"""A materialization's own time, when its step builds several tables at once: the console
+shows it under the step."""
+
 LOGGERS_CONFIG = {"console": {"config": {"log_level": "DEBUG"}}, "steps": {}}
 """Run config of `dagster_loggers`: Dagster's console logger at the level it has by default
 (explicitly configured, it would drop to INFO)."""
@@ -244,3 +253,8 @@ class _StepEvents(logging.Handler):
             self.steps.finish(event.step_key, ok=False, note=error.message if error else "")
         elif event.is_step_skipped:
             self.steps.skip(event.step_key)
+        elif event.is_step_materialization:
+            materialization = event.step_materialization_data.materialization
+            seconds = materialization.metadata.get(BUILD_SECONDS)
+            if isinstance(seconds, dg.FloatMetadataValue) and seconds.value is not None:
+                self.steps.part(materialization.asset_key.to_user_string(), seconds.value)

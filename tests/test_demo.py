@@ -50,7 +50,8 @@ def test_demo_builds_a_day_the_api_serves(tmp_path: Path) -> None:
     runtime = tmp_path / ".runtime"
     assert [line for line in demo.stdout.splitlines() if any(w in line for w in NOISE)] == []
     assert demo.stderr == ""
-    assert re.search(r"^  ✓ clean_traffic \(\d+\.\d s\)$", demo.stdout, re.M), demo.stdout
+    assert re.search(r"^  ✓ sensor_tables \(\d+\.\d s\)$", demo.stdout, re.M), demo.stdout
+    assert re.search(r"^    ✓ clean_traffic \(\d+\.\d s\)$", demo.stdout, re.M), demo.stdout
     named = LOG_LINE.fullmatch(demo.stdout.splitlines()[-1])
     assert named, demo.stdout[-2000:]
     log = Path(named.group(1))

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from simulator.landed_day import land_simulated_day
 from smartcity.lake import Lake
 from smartcity.settings import SENSOR_TYPES, Settings, settings_env
 from smartcity_dagster.console import (
+    BUILD_SECONDS,
     LOGGERS_CONFIG,
     StepConsole,
     dagster_loggers,
@@ -30,13 +32,14 @@ from tests.stream_support import SMARTCITY
 DAY = "2026-11-27"
 INTERVAL_S = 900.0
 """Every sensor every 15 minutes: a small day that still runs every step."""
-STEPS = {
-    "sensor_registry",
-    "anomaly_summary",
+STEPS = {"sensor_registry", "sensor_tables", "anomaly_summary"}
+TABLES = {
     *(f"{stage}_{t}" for stage in ("raw", "clean") for t in SENSOR_TYPES),
     *(f"daily_{t}_aggregates" for t in SENSOR_TYPES),
 }
+"""The tables `sensor_tables` builds, each with a line of its own under the step's."""
 STEP_LINE = re.compile(r"^✓ (\w+) \((\d+\.\d) s\)$", re.MULTILINE)
+TABLE_LINE = re.compile(r"^  ✓ (\w+) \((\d+\.\d) s\)$", re.MULTILINE)
 LOG_LINE = re.compile(r"Full logs: (.+\.log)")
 NOISE = ("DEBUG", "WARN", "Java versions")
 """What the console showed before: Dagster's event lines, log4j's and the JVM's warnings."""
@@ -101,6 +104,25 @@ def test_a_dagster_run_reports_its_steps() -> None:
     assert lines[0] == "✓ first (T s)"
     assert lines[1].startswith("✗ second (T s): ") and "no data for the day" in lines[1]
     assert lines[2:] == ["- third not run"]
+
+
+def test_a_step_of_several_tables_shows_each_with_its_own_time() -> None:
+    @dg.multi_asset(specs=[dg.AssetSpec("fast"), dg.AssetSpec("slow")])
+    def both() -> Iterator[dg.MaterializeResult]:
+        yield dg.MaterializeResult(asset_key="fast", metadata={BUILD_SECONDS: 0.4})
+        yield dg.MaterializeResult(asset_key="slow", metadata={"rows": 3})
+
+    console, out = _plain()
+    with StepConsole(console, log=None) as steps:
+        defs = dg.Definitions(assets=[both], loggers=dagster_loggers(steps))
+        defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            run_config={"loggers": LOGGERS_CONFIG}
+        )
+    lines = [
+        re.sub(r"^✓ both \(\d+\.\d s\)$", "✓ both (T s)", line)
+        for line in out.getvalue().splitlines()
+    ]
+    assert lines == ["  ✓ fast (0.4 s)", "✓ both (T s)"], "no line for a table without its time"
 
 
 def test_the_log_file_is_per_invocation_in_the_runtime_folder(tmp_path: Path) -> None:
@@ -178,6 +200,7 @@ def test_materialize_shows_steps_and_keeps_the_detail_in_a_log(
 
     steps = [name for name, _ in STEP_LINE.findall(done.stdout)]
     assert sorted(steps) == sorted(STEPS)
+    assert sorted(name for name, _ in TABLE_LINE.findall(done.stdout)) == sorted(TABLES)
     assert [line for line in done.stdout.splitlines() if any(w in line for w in NOISE)] == []
     assert done.stderr == ""
 

@@ -1,14 +1,12 @@
 """raw_<type>: the stream worker's landed micro-batches of a date, compacted."""
 
-from collections.abc import Iterator
-
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import SparkSession
 
-from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
 from smartcity_dagster.assets.common import run_dates
-from smartcity_dagster.assets.publish import AssetEvent, Publication
+from smartcity_dagster.assets.layers import Layer
+from smartcity_dagster.assets.publish import Publication
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.transforms.raw import compact, partition_ranges
@@ -25,41 +23,42 @@ def recorded_rows(smartcity: SmartcityResource, sensor_type: str, day: str) -> i
     return sum(rows for by_hour in hours for files in by_hour.values() for rows in files.values())
 
 
-def raw_asset(sensor_type: str) -> dg.AssetsDefinition:
-    name = f"raw_{sensor_type}"
-
-    @dg.asset(
-        name=name,
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+def raw_spec(sensor_type: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        f"raw_{sensor_type}",
         group_name="ingest",
         kinds={"spark", "parquet"},
-        check_specs=checks.specs(name, checks.RAW_CHECKS, daily_partitions),
         description=f"The day's landed {sensor_type} micro-batches compacted into one table, "
         "keeping Kafka partition and offset.",
     )
-    def raw(
-        context: dg.AssetExecutionContext,
-        smartcity: SmartcityResource,
-        pyspark: LazyPySparkResource,
-    ) -> Iterator[AssetEvent]:
-        spark, lake = pyspark.spark_session, smartcity.lake
-        publication, ranges = Publication(context, lake, name), {}
-        for day in run_dates(context):
-            staged = compact(spark, lake, sensor_type, day, name)
-            ranges[day] = partition_ranges(spark, lake, staged)
-            recorded = recorded_rows(smartcity, sensor_type, day)
-            publication.audit(
-                day,
-                {name: staged},
-                [
-                    checks.matches_landing(staged.rows, recorded),
-                    checks.has_readings(staged.rows, sensor_type, day),
-                ],
-            )
-        yield from publication.events(kafka_partitions=ranges)
-
-    return raw
 
 
-raw_assets = [raw_asset(sensor_type) for sensor_type in SENSOR_TYPES]
+def raw_checks(sensor_type: str) -> list[dg.AssetCheckSpec]:
+    return checks.specs(f"raw_{sensor_type}", checks.RAW_CHECKS, daily_partitions)
+
+
+def build_raw(
+    context: dg.AssetExecutionContext,
+    smartcity: SmartcityResource,
+    spark: SparkSession,
+    sensor_type: str,
+) -> Publication:
+    name, lake = f"raw_{sensor_type}", smartcity.lake
+    publication, ranges = Publication(context, lake, name), {}
+    for day in run_dates(context):
+        staged = compact(spark, lake, sensor_type, day, name)
+        ranges[day] = partition_ranges(spark, lake, staged)
+        recorded = recorded_rows(smartcity, sensor_type, day)
+        publication.audit(
+            day,
+            {name: staged},
+            [
+                checks.matches_landing(staged.rows, recorded),
+                checks.has_readings(staged.rows, sensor_type, day),
+            ],
+        )
+    publication.metadata["kafka_partitions"] = ranges
+    return publication
+
+
+raw_layer = Layer(raw_spec, raw_checks, build_raw)

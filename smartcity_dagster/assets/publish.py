@@ -47,6 +47,7 @@ class Publication:
         self.rejected: dict[str, list[str]] = {}
         self.results: dict[str, list[dg.AssetCheckResult]] = {}
         self.blocking = {spec.name for spec in context.assets_def.check_specs if spec.blocking}
+        self.metadata: dict[str, Any] = {}
 
     def audit(
         self,
@@ -84,26 +85,42 @@ class Publication:
         """The asset's own published partitions, by date."""
         return {day: tables[self.asset] for day, tables in self.published.items()}
 
-    def events(self, **metadata: Any) -> Iterator[AssetEvent]:
-        """The step's materializations (only of published dates), every date's check
-        evaluations, and a failure naming the dates whose version was refused."""
+    def events(self) -> Iterator[AssetEvent]:
+        """The step's materializations (only of published dates, with `metadata` besides
+        the tables' own) and every date's check evaluations."""
         if not self.rejected:
-            yield dg.MaterializeResult(metadata=table_metadata(self.writes(), **metadata))
+            yield dg.MaterializeResult(
+                asset_key=self.asset, metadata=table_metadata(self.writes(), **self.metadata)
+            )
         else:
             for day, write in self.writes().items():
                 yield dg.AssetMaterialization(
-                    self.asset, partition=day, metadata=table_metadata({day: write}, **metadata)
+                    self.asset,
+                    partition=day,
+                    metadata=table_metadata({day: write}, **self.metadata),
                 )
         yield from dated_evaluations(self.context, self.asset, self.results)
-        if self.rejected:
-            refused = "; ".join(f"{d}: {', '.join(c)}" for d, c in sorted(self.rejected.items()))
-            raise dg.Failure(
-                description=f"{self.asset}: blocking checks failed ({refused}); the published "
-                "partitions are unchanged and nothing downstream was built from these versions",
-                metadata={
-                    "rejected": {
-                        d: rejected_key(self.asset, d, self.context.run.run_id)
-                        for d in sorted(self.rejected)
-                    }
-                },
-            )
+
+
+def published(
+    publications: Sequence[Publication], error: Exception | None = None
+) -> Iterator[AssetEvent]:
+    """The events of a step's publications, then `error` (what stopped the step's work,
+    if something did) or a failure naming each asset's dates whose version was refused:
+    the step fails after reporting what it did publish."""
+    for publication in publications:
+        yield from publication.events()
+    if error is not None:
+        raise error
+    refused = {(p.asset, day): checks for p in publications for day, checks in p.rejected.items()}
+    if refused:
+        run_id = publications[0].context.run.run_id
+        raise dg.Failure(
+            description="blocking checks failed ("
+            + "; ".join(f"{a} {d}: {', '.join(c)}" for (a, d), c in sorted(refused.items()))
+            + "); the published partitions are unchanged and nothing downstream was built "
+            "from these versions",
+            metadata={
+                "rejected": {f"{a} {d}": rejected_key(a, d, run_id) for a, d in sorted(refused)}
+            },
+        )

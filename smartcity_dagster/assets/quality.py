@@ -1,16 +1,14 @@
 """clean_<type>: typed, deduplicated, contract-checked, joined with the registry."""
 
-from collections.abc import Iterator
-
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import SparkSession
 
 from smartcity.layout import registry_key
 from smartcity.registry import load_registry, publish_registry, published_registry
-from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster import checks
 from smartcity_dagster.assets.common import run_dates
-from smartcity_dagster.assets.publish import AssetEvent, Publication
+from smartcity_dagster.assets.layers import Layer
+from smartcity_dagster.assets.publish import Publication
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
@@ -52,77 +50,77 @@ def sensor_registry(smartcity: SmartcityResource) -> dg.MaterializeResult:
     )
 
 
-def clean_asset(sensor_type: str) -> dg.AssetsDefinition:
+def clean_spec(sensor_type: str) -> dg.AssetSpec:
     name = f"clean_{sensor_type}"
-
-    @dg.asset(
-        name=name,
+    return dg.AssetSpec(
+        name,
         deps=[f"raw_{sensor_type}", sensor_registry],
-        partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="quality",
         kinds={"spark", "pandera", "parquet"},
-        check_specs=checks.specs(name, checks.CLEAN_CHECKS, daily_partitions),
         description=f"{sensor_type.title()} readings deduplicated by (sensor_id, seq), checked "
         "against the contract and joined with the registry; failing rows go to "
         f"`{REJECTS.format(name=name)}` with their reason.",
     )
-    def clean_table(
-        context: dg.AssetExecutionContext,
-        smartcity: SmartcityResource,
-        pyspark: LazyPySparkResource,
-    ) -> Iterator[AssetEvent]:
-        spark, lake = pyspark.spark_session, smartcity.lake
-        registry = published_registry(lake)
-        rejects_name = REJECTS.format(name=name)
-        publication, rejected, duplicates = Publication(context, lake, name), {}, {}
-        for day in run_dates(context):
-            raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
-            outcome = clean(raw, registry.table, sensor_type)
-            staged = write_partition(
-                outcome.kept, lake, name, day, KEPT_ORDER, placed=outcome.placed
-            )
-            counts = outcome.counts.get
-            raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
-            rejects = write_partition(
-                rejected_rows(raw, registry.table, sensor_type)
-                if counts["rejects"]
-                else no_rejected_rows(raw),
-                lake,
-                rejects_name,
-                day,
-                ORDER,
-            )
-            rejected[day] = rejects.rows
-            stats = table_profile(staged)
-            schema = staged.schema
-            publication.audit(
-                day,
-                {name: staged, rejects_name: rejects},
-                [
-                    checks.contract_schema(spark, lake, staged, sensor_type),
-                    checks.no_loss(raw_rows, staged.rows, rejects.rows, duplicates[day]),
-                    checks.null_rates(stats, schema.names),
-                    checks.duplicate_share(raw_rows, duplicates[day]),
-                    checks.freshness(stats, day),
-                ],
-            )
-            context.log.info(
-                "%s %s: %d raw, %d clean, %d rejected, %d duplicates removed",
-                name,
-                day,
-                raw_rows,
-                staged.rows,
-                rejects.rows,
-                duplicates[day],
-            )
-        yield from publication.events(
-            rejected_rows=sum(rejected.values()),
-            registry_version=registry.version,
-            duplicates_removed=duplicates,
+
+
+def clean_checks(sensor_type: str) -> list[dg.AssetCheckSpec]:
+    return checks.specs(f"clean_{sensor_type}", checks.CLEAN_CHECKS, daily_partitions)
+
+
+def build_clean(
+    context: dg.AssetExecutionContext,
+    smartcity: SmartcityResource,
+    spark: SparkSession,
+    sensor_type: str,
+) -> Publication:
+    name, lake = f"clean_{sensor_type}", smartcity.lake
+    registry = published_registry(lake)
+    rejects_name = REJECTS.format(name=name)
+    publication, rejected, duplicates = Publication(context, lake, name), {}, {}
+    for day in run_dates(context):
+        raw = read_partition(spark, lake, f"raw_{sensor_type}", day)
+        outcome = clean(raw, registry.table, sensor_type)
+        staged = write_partition(outcome.kept, lake, name, day, KEPT_ORDER, placed=outcome.placed)
+        counts = outcome.counts.get
+        raw_rows, duplicates[day] = counts["rows"], counts["duplicates"]
+        rejects = write_partition(
+            rejected_rows(raw, registry.table, sensor_type)
+            if counts["rejects"]
+            else no_rejected_rows(raw),
+            lake,
+            rejects_name,
+            day,
+            ORDER,
         )
+        rejected[day] = rejects.rows
+        stats = table_profile(staged)
+        schema = staged.schema
+        publication.audit(
+            day,
+            {name: staged, rejects_name: rejects},
+            [
+                checks.contract_schema(spark, lake, staged, sensor_type),
+                checks.no_loss(raw_rows, staged.rows, rejects.rows, duplicates[day]),
+                checks.null_rates(stats, schema.names),
+                checks.duplicate_share(raw_rows, duplicates[day]),
+                checks.freshness(stats, day),
+            ],
+        )
+        context.log.info(
+            "%s %s: %d raw, %d clean, %d rejected, %d duplicates removed",
+            name,
+            day,
+            raw_rows,
+            staged.rows,
+            rejects.rows,
+            duplicates[day],
+        )
+    publication.metadata.update(
+        rejected_rows=sum(rejected.values()),
+        registry_version=registry.version,
+        duplicates_removed=duplicates,
+    )
+    return publication
 
-    return clean_table
 
-
-clean_assets = [clean_asset(sensor_type) for sensor_type in SENSOR_TYPES]
+clean_layer = Layer(clean_spec, clean_checks, build_clean)
