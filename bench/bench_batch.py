@@ -188,7 +188,11 @@ def spark_runs(runs: int) -> Engine:
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
-    """Each step's wall time in a Dagster run, from its start and success events."""
+    """Each step's wall time in a Dagster run, from its start and success events, and
+    under `sensor_tables` each of its tables' own (`build_seconds`: the tables of a type
+    one after another, the types at once)."""
+    from smartcity_dagster.console import built_table
+
     seconds: dict[str, float] = {}
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
@@ -196,6 +200,8 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
             sign = -1 if event.event_type_value == "STEP_START" else 1
             step = event.step_key or "?"
             seconds[step] = seconds.get(step, 0.0) + sign * entry.timestamp
+        elif event and (built := built_table(event)) is not None:
+            seconds[f"  {built[0]}"] = built[1]
     return seconds
 
 

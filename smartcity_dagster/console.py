@@ -209,6 +209,18 @@ BUILD_SECONDS = "build_seconds"
 """A materialization's own time, when its step builds several tables at once: the console
 shows it under the step."""
 
+
+def built_table(event: dg.DagsterEvent) -> tuple[str, float] | None:
+    """The table and its own time, for the materialization of a table that timed itself."""
+    if not event.is_step_materialization:
+        return None
+    materialization = event.step_materialization_data.materialization
+    seconds = materialization.metadata.get(BUILD_SECONDS)
+    if not isinstance(seconds, dg.FloatMetadataValue) or seconds.value is None:
+        return None
+    return materialization.asset_key.to_user_string(), seconds.value
+
+
 LOGGERS_CONFIG = {"console": {"config": {"log_level": "DEBUG"}}, "steps": {}}
 """Run config of `dagster_loggers`: Dagster's console logger at the level it has by default
 (explicitly configured, it would drop to INFO)."""
@@ -253,8 +265,5 @@ class _StepEvents(logging.Handler):
             self.steps.finish(event.step_key, ok=False, note=error.message if error else "")
         elif event.is_step_skipped:
             self.steps.skip(event.step_key)
-        elif event.is_step_materialization:
-            materialization = event.step_materialization_data.materialization
-            seconds = materialization.metadata.get(BUILD_SECONDS)
-            if isinstance(seconds, dg.FloatMetadataValue) and seconds.value is not None:
-                self.steps.part(materialization.asset_key.to_user_string(), seconds.value)
+        elif (built := built_table(event)) is not None:
+            self.steps.part(*built)

@@ -54,7 +54,7 @@ def build_aggregates(
     return publication
 
 
-aggregates_layer = Layer(aggregates_spec, lambda _: [], build_aggregates)
+aggregates_layer = Layer(aggregates_spec, build_aggregates)
 
 
 @dg.asset(

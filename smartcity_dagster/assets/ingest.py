@@ -7,7 +7,6 @@ from smartcity_dagster import checks
 from smartcity_dagster.assets.common import run_dates
 from smartcity_dagster.assets.layers import Layer
 from smartcity_dagster.assets.publish import Publication
-from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.transforms.raw import compact, partition_ranges
 from smartcity_stream.progress import load_all_progress
@@ -31,10 +30,6 @@ def raw_spec(sensor_type: str) -> dg.AssetSpec:
         description=f"The day's landed {sensor_type} micro-batches compacted into one table, "
         "keeping Kafka partition and offset.",
     )
-
-
-def raw_checks(sensor_type: str) -> list[dg.AssetCheckSpec]:
-    return checks.specs(f"raw_{sensor_type}", checks.RAW_CHECKS, daily_partitions)
 
 
 def build_raw(
@@ -61,4 +56,4 @@ def build_raw(
     return publication
 
 
-raw_layer = Layer(raw_spec, raw_checks, build_raw)
+raw_layer = Layer(raw_spec, build_raw, checks.RAW_CHECKS)

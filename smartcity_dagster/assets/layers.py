@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 
 from smartcity.settings import SENSOR_TYPES
 from smartcity_dagster.assets.publish import AssetEvent, Publication, published
+from smartcity_dagster.checks import CheckDef, specs
 from smartcity_dagster.console import BUILD_SECONDS
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
@@ -38,8 +39,11 @@ class Layer:
     """One table of every sensor type: its asset, its checks and how a type's is built."""
 
     spec: Callable[[str], dg.AssetSpec]
-    check_specs: Callable[[str], Sequence[dg.AssetCheckSpec]]
     build: BuildType
+    checks: tuple[CheckDef, ...] = ()
+
+    def check_specs(self, sensor_type: str) -> list[dg.AssetCheckSpec]:
+        return specs(self.spec(sensor_type).key.to_user_string(), self.checks, daily_partitions)
 
 
 @dataclass
@@ -54,11 +58,11 @@ class Chain:
 def sensor_type_tables(name: str, layers: Sequence[Layer]) -> dg.AssetsDefinition:
     """The step `name`: for each sensor type, `layers` in order (each one's table built
     from the one before), the types in threads of their own."""
-    specs = [layer.spec(t) for t in SENSOR_TYPES for layer in layers]
+    assets = [layer.spec(t) for t in SENSOR_TYPES for layer in layers]
 
     @dg.multi_asset(
         name=name,
-        specs=specs,
+        specs=assets,
         check_specs=[c for t in SENSOR_TYPES for layer in layers for c in layer.check_specs(t)],
         can_subset=True,
         partitions_def=daily_partitions,

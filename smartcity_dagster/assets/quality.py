@@ -9,7 +9,6 @@ from smartcity_dagster import checks
 from smartcity_dagster.assets.common import run_dates
 from smartcity_dagster.assets.layers import Layer
 from smartcity_dagster.assets.publish import Publication
-from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.tables import read_partition, write_partition
 from smartcity_dagster.transforms.clean import (
@@ -61,10 +60,6 @@ def clean_spec(sensor_type: str) -> dg.AssetSpec:
         "against the contract and joined with the registry; failing rows go to "
         f"`{REJECTS.format(name=name)}` with their reason.",
     )
-
-
-def clean_checks(sensor_type: str) -> list[dg.AssetCheckSpec]:
-    return checks.specs(f"clean_{sensor_type}", checks.CLEAN_CHECKS, daily_partitions)
 
 
 def build_clean(
@@ -123,4 +118,4 @@ def build_clean(
     return publication
 
 
-clean_layer = Layer(clean_spec, clean_checks, build_clean)
+clean_layer = Layer(clean_spec, build_clean, checks.CLEAN_CHECKS)
