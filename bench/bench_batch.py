@@ -78,8 +78,11 @@ def landed_lake(lake: Lake, interval_s: float, fresh: bool) -> tuple[int, bool]:
 class ProcessTree:
     """Peak resident memory and CPU time of a process and all its descendants while the
     block runs, sampled: Spark's JVM, its Python daemon and workers, or DuckDB's process and
-    its rule workers. Resident sizes are summed, so pages two processes share count twice;
-    a process that ends loses the CPU time of its last sample period."""
+    its rule workers. Resident sizes are summed, so pages two processes share count twice,
+    except a child still in its parent's address space (the same virtual size): a command
+    the JVM starts (the Python daemon, Hadoop's shell calls for file permissions) runs in
+    the JVM's memory until its `exec` and would count the whole JVM again. A process that
+    ends loses the CPU time of its last sample period."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
@@ -110,19 +113,25 @@ class ProcessTree:
             self._sample()
 
     def _sample(self) -> None:
-        resident = 0
         try:
             processes = [self.root, *self.root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
+        memory: dict[int, tuple[int, int, int]] = {}
         for process in processes:
             try:
                 with process.oneshot():
-                    resident += process.memory_info().rss
+                    info = process.memory_info()
+                    memory[process.pid] = (process.ppid(), info.vms, info.rss)
                     times = process.cpu_times()
             except psutil.NoSuchProcess:
                 continue
             self._cpu[process.pid] = times.user + times.system
+        resident = sum(
+            rss
+            for parent, vms, rss in memory.values()
+            if parent not in memory or memory[parent][1] != vms
+        )
         self.peak_bytes = max(self.peak_bytes, resident)
 
 
