@@ -14,20 +14,30 @@ from functools import cache
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-HASH_SEED = 42
-"""The seed of Spark's `Murmur3Hash`, which hash partitioning applies to its keys."""
+LABEL_CANDIDATES = 64
+"""Ints to choose the labels among; the first few already reach every partition of a
+machine's or a small cluster's shuffle."""
 
 
 @cache
 def _labels(spark: SparkSession, partitions: int) -> tuple[int, ...]:
     """For each shuffle partition, an int that Spark's hash partitioning sends there: the
-    first ints whose Murmur3 hash, from Spark's own implementation, falls there."""
-    murmur3 = spark._jvm.org.apache.spark.unsafe.hash.Murmur3_x86_32(HASH_SEED)
+    first ints whose partition, by the SQL `hash` (the Murmur3 with seed 42 that hash
+    partitioning applies to its keys), is that one. `test_dagster_quality` holds Spark to
+    that: every partition gets its range."""
+    candidate = F.col("id").cast("int")
+    rows = (
+        spark.range(max(LABEL_CANDIDATES, 4 * partitions))
+        .select(candidate.alias("label"), F.pmod(F.hash(candidate), F.lit(partitions)).alias("p"))
+        .collect()
+    )
     labels: dict[int, int] = {}
-    candidate = 0
-    while len(labels) < partitions:
-        labels.setdefault(murmur3.hashInt(candidate) % partitions, candidate)
-        candidate += 1
+    for row in rows:
+        labels.setdefault(row["p"], row["label"])
+    if len(labels) < partitions:
+        raise RuntimeError(
+            f"no label for {partitions - len(labels)} of {partitions} shuffle partitions"
+        )
     return tuple(labels[partition] for partition in range(partitions))
 
 
