@@ -246,9 +246,17 @@ def test_a_falling_meter_fails_and_nulls_count(spark, lake) -> None:
     assert checks.freshness(stats, "2026-11-27").passed is False
 
 
-def test_sensor_ranges_fill_every_shuffle_partition_evenly(spark) -> None:
-    first, count = 10, 100
-    label, partitions = range_label(spark, F.col("number"), first, count)
+@pytest.mark.parametrize("partitions", [2, 200])
+def test_sensor_ranges_fill_every_shuffle_partition_evenly(spark, partitions: int) -> None:
+    """Local mode's partitions (one per core) and a cluster's (Spark's default 200)."""
+    first, count = 10, 5 * partitions
+    configured = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    try:
+        label, planned = range_label(spark, F.col("number"), first, count)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", configured)
+    assert planned == partitions
     numbers = spark.range(first, first + count).select(F.col("id").cast("int").alias("number"))
     spread = (
         numbers.repartition(partitions, label)

@@ -14,31 +14,34 @@ from functools import cache
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-LABEL_CANDIDATES = 64
-"""Ints to choose the labels among; the first few already reach every partition of a
-machine's or a small cluster's shuffle."""
-
 
 @cache
 def _labels(spark: SparkSession, partitions: int) -> tuple[int, ...]:
     """For each shuffle partition, an int that Spark's hash partitioning sends there: the
     first ints whose partition, by the SQL `hash` (the Murmur3 with seed 42 that hash
     partitioning applies to its keys), is that one. `test_dagster_quality` holds Spark to
-    that: every partition gets its range."""
-    candidate = F.col("id").cast("int")
-    rows = (
-        spark.range(max(LABEL_CANDIDATES, 4 * partitions))
-        .select(candidate.alias("label"), F.pmod(F.hash(candidate), F.lit(partitions)).alias("p"))
-        .collect()
+    that: every partition gets its range. The candidates grow until every partition has
+    one (about `partitions * ln(partitions)` of them: a cluster's 200 partitions take
+    over a thousand)."""
+    candidates = 8 * partitions
+    while True:
+        labels = _first_label_per_partition(spark, candidates, partitions)
+        if len(labels) == partitions:
+            return tuple(labels[partition] for partition in range(partitions))
+        candidates *= 2
+
+
+def _first_label_per_partition(
+    spark: SparkSession, candidates: int, partitions: int
+) -> dict[int, int]:
+    label = F.col("id").cast("int")
+    rows = spark.range(candidates).select(
+        label.alias("label"), F.pmod(F.hash(label), F.lit(partitions)).alias("partition")
     )
     labels: dict[int, int] = {}
-    for row in rows:
-        labels.setdefault(row["p"], row["label"])
-    if len(labels) < partitions:
-        raise RuntimeError(
-            f"no label for {partitions - len(labels)} of {partitions} shuffle partitions"
-        )
-    return tuple(labels[partition] for partition in range(partitions))
+    for row in rows.collect():
+        labels.setdefault(row["partition"], row["label"])
+    return labels
 
 
 def range_label(spark: SparkSession, number: Column, first: int, count: int) -> tuple[Column, int]:
