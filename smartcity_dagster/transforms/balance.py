@@ -10,13 +10,23 @@ partition hash sends to a partition of its own.
 from __future__ import annotations
 
 from functools import cache
+from threading import Lock
 
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
+_SEARCH = Lock()
+"""The types' threads of `sensor_tables` clean at once: one of them searches, the others
+wait for its labels instead of running the same query."""
+
+
+def _labels(spark: SparkSession, partitions: int) -> tuple[int, ...]:
+    with _SEARCH:
+        return _searched_labels(spark, partitions)
+
 
 @cache
-def _labels(spark: SparkSession, partitions: int) -> tuple[int, ...]:
+def _searched_labels(spark: SparkSession, partitions: int) -> tuple[int, ...]:
     """For each shuffle partition, an int that Spark's hash partitioning sends there: the
     first ints whose partition, by the SQL `hash` (the Murmur3 with seed 42 that hash
     partitioning applies to its keys), is that one. `test_dagster_quality` holds Spark to
