@@ -94,6 +94,8 @@ class StepConsole:
         self._overall: TaskID | None = None
         self._progress = self._display(live=False)
         self._stack = ExitStack()
+        self.detail: IO[str] | None = None
+        """While quiet, a stream of Dagster's own lines into the log (see `dagster_loggers`)."""
 
     def _display(self, live: bool) -> Progress:
         return Progress(
@@ -115,6 +117,8 @@ class StepConsole:
             previous = self.console.file
             self.console.file = stream
             self._stack.callback(setattr, self.console, "file", previous)
+            self.detail = self._stack.enter_context(self.log.open("a", encoding="utf-8"))
+            self._stack.callback(setattr, self, "detail", None)
         self._progress = self._display(live=self.log is not None and self.console.is_terminal)
         self._stack.callback(self._progress.stop)
         return self
@@ -227,13 +231,30 @@ LOGGERS_CONFIG = {"console": {"config": {"log_level": "DEBUG"}}, "steps": {}}
 
 
 def dagster_loggers(steps: StepConsole) -> dict[str, dg.LoggerDefinition]:
-    """Dagster's own console logger (all its lines, on stderr: the log file when quiet) and
-    one that reports every step's start and end to `steps`. Configure them with
-    `LOGGERS_CONFIG`."""
+    """Dagster's lines (its colored console logger on stderr, or when quiet a logger into the
+    log file) and a logger that reports every step's start and end to `steps`. Configure
+    them with `LOGGERS_CONFIG`."""
     return {
-        "console": dg.colored_console_logger,
+        "console": dg.colored_console_logger if steps.detail is None else _detail(steps.detail),
         "steps": dg.LoggerDefinition(lambda _: _steps_logger(steps)),
     }
+
+
+DETAIL_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+def _detail(stream: IO[str]) -> dg.LoggerDefinition:
+    """Dagster's lines on a stream of their own. Through the shared `sys.stderr`, which other
+    threads of a run write to as well, a line of Dagster's once went missing from the log."""
+
+    def make(context: dg.InitLoggerContext) -> logging.Logger:
+        logger = logging.Logger("dagster", context.logger_config["log_level"])
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(DETAIL_FORMAT))
+        logger.addHandler(handler)
+        return logger
+
+    return dg.LoggerDefinition(make, config_schema={"log_level": dg.Field(str, "DEBUG")})
 
 
 def _steps_logger(steps: StepConsole) -> logging.Logger:

@@ -166,6 +166,54 @@ def test_output_goes_to_the_log_even_from_a_child_that_outlives_the_block(
     }
 
 
+DAGSTER_WITH_CAPTURED_STEPS = """
+import sys
+from pathlib import Path
+import dagster as dg
+from rich.console import Console
+from smartcity_dagster.console import LOGGERS_CONFIG, StepConsole, dagster_loggers
+
+def table(n):
+    @dg.asset(name=f"table_{n}")
+    def build() -> None:
+        print(f"table {n}'s own output", file=sys.stderr)
+    return build
+
+log, home = Path(sys.argv[1]), Path(sys.argv[2])
+home.mkdir()
+with StepConsole(Console(), log) as steps, dg.DagsterInstance.local_temp(str(home)) as instance:
+    job = dg.Definitions(assets=[table(n) for n in range(STEPS)], loggers=dagster_loggers(steps))
+    job.resolve_implicit_global_asset_job_def().execute_in_process(
+        run_config={"loggers": LOGGERS_CONFIG}, instance=instance
+    )
+"""
+CAPTURED_STEPS = 30
+
+
+def test_every_dagster_line_reaches_the_log_while_steps_output_is_captured(
+    tmp_path: Path,
+) -> None:
+    """Dagster captures each step's stdout and stderr (into its compute logs, mirrored back
+    through a `tail` it stops at the step's end); its own lines reach the log all the same."""
+    log = tmp_path / "logs" / "run.log"
+    script = DAGSTER_WITH_CAPTURED_STEPS.replace("STEPS", str(CAPTURED_STEPS))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log), str(tmp_path / "dagster")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = log.read_text()
+    missing = [
+        n
+        for n in range(CAPTURED_STEPS)
+        if f'STEP_SUCCESS - Finished execution of step "table_{n}"' not in text
+    ]
+    assert missing == [], f"no STEP_SUCCESS line in the log for steps {missing}"
+    assert "RUN_SUCCESS" in text
+
+
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     lake = tmp_path_factory.mktemp("quiet-console") / "lake"
