@@ -24,6 +24,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,8 @@ from simulator.registry import registry_table
 from smartcity.lake import Lake
 from smartcity.layout import landing_dir
 from smartcity.registry import import_registry
+from smartcity.services import spark_connect
+from smartcity.services.processes import stop
 from smartcity.settings import SENSOR_TYPES, Settings, default_runtime_dir
 from smartcity_dagster.console import log_file, output_into
 
@@ -84,8 +88,8 @@ class ProcessTree:
     the JVM's memory until its `exec` and would count the whole JVM again. A process that
     ends loses the CPU time of its last sample period."""
 
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
+    def __init__(self, *pids: int) -> None:
+        self.roots = [psutil.Process(pid) for pid in pids]
         self.peak_bytes = 0
         self._cpu_at_start: dict[int, float] = {}
         self._cpu: dict[int, float] = {}
@@ -113,10 +117,12 @@ class ProcessTree:
             self._sample()
 
     def _sample(self) -> None:
-        try:
-            processes = [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
+        processes: list[psutil.Process] = []
+        for root in self.roots:
+            try:
+                processes += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
         memory: dict[int, tuple[int, int, int]] = {}
         for process in processes:
             try:
@@ -170,9 +176,10 @@ class Engine:
         return ordered[(len(ordered) - 1) // 2]
 
 
-def spark_runs(runs: int) -> Engine:
-    """The daily pipeline for `DAY` in this process: a warm-up run (the JVM starts in it),
-    then `runs` runs, each failing the bench if it fails."""
+def spark_runs(runs: int, server: int | None) -> Engine:
+    """The daily pipeline for `DAY` in this process: a warm-up run (the JVM starts in it, or
+    the first session of the Spark Connect server whose pid is `server`), then `runs` runs,
+    each failing the bench if it fails. The server's processes are measured with this one's."""
     import dagster as dg
 
     from smartcity.settings import load_settings
@@ -186,7 +193,8 @@ def spark_runs(runs: int) -> Engine:
         dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
         job = defs.resolve_job_def("daily_pipeline")
         for run in range(runs + 1):
-            with ProcessTree(os.getpid()) as usage:
+            pids = [os.getpid()] if server is None else [os.getpid(), server]
+            with ProcessTree(*pids) as usage:
                 started = time.perf_counter()
                 result = job.execute_in_process(partition_key=DAY, instance=instance)
                 seconds = time.perf_counter() - started
@@ -214,6 +222,22 @@ def step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     return seconds
 
 
+@contextmanager
+def kept_server(settings: Settings, wanted: bool) -> Iterator[int | None]:
+    """With `wanted`, a Spark Connect server for the bench's lake, which the runs' settings
+    name while the block runs (its pid); else None, and each run's driver is this process's.
+    """
+    if not wanted:
+        yield None
+        return
+    record = spark_connect.start(settings)
+    os.environ.update(record.env)
+    try:
+        yield record.pid
+    finally:
+        stop(record)
+
+
 def duckdb_runs(lake: Lake, out: Path, runs: int) -> Engine:
     """`bench.duckdb_reference` over the lake's landing into `out`, each run a process of
     its own (its memory is its own): a warm-up run (the page cache, the imports), then
@@ -236,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="reporting interval, s")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per engine (median)")
     parser.add_argument("--fresh", action="store_true", help="simulate the day again")
+    parser.add_argument(
+        "--spark-connect",
+        action="store_true",
+        help="Spark's runs on a Spark Connect server started for the bench (a kept session)",
+    )
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="smartcity-batch-") as folder:
@@ -254,9 +283,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{how}: {rows:,} readings in {time.perf_counter() - started:.1f} s")
         import_registry(lake, registry_table())  # the cached landing is linked, not its lake
         log = log_file(default_runtime_dir(), "bench-batch")
-        with output_into(log):  # Dagster's events and the JVM's warnings, not the figures
-            spark = spark_runs(args.runs)
-        print(f"Spark runs: {', '.join(f'{run.seconds:.1f} s' for run in spark.runs)}; log: {log}")
+        with output_into(log), kept_server(settings, args.spark_connect) as server:
+            spark = spark_runs(args.runs, server)
+        how = "on a Spark Connect server" if server else "in this process's driver"
+        runs = ", ".join(f"{run.seconds:.1f} s" for run in spark.runs)
+        print(f"Spark runs ({how}): {runs}; log: {log}")
         reference = Path(folder) / "duckdb"
         duckdb = duckdb_runs(lake, reference, args.runs)
         report(rows, spark, duckdb, load_before)

@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     spark_offheap_memory: str = Field(
         default="1536m", pattern=JVM_MEMORY, description="local Spark's sort and shuffle memory"
     )
+    spark_remote: str | None = Field(
+        default=None,
+        pattern=r"^sc://[^/]+$",
+        description="a kept Spark Connect server (sc://host:port) that runs take their session "
+        "from, instead of starting a driver JVM each (`smartcity services up --spark`)",
+    )
+    spark_connect_token: SecretStr | None = Field(
+        default=None,
+        description="the token the Spark Connect server at SMARTCITY_SPARK_REMOTE asks for",
+    )
     partitions_start: str = Field(default="2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
     alert_webhook_url: str | None = None
     kafka_port: int = Field(default=0, ge=0, le=65535)

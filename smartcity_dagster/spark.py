@@ -43,7 +43,27 @@ LOCAL_DRIVER_JVM_OPTIONS = " ".join(
 
 
 def spark_config(settings: Settings) -> dict[str, str]:
-    """Spark properties for `LazyPySparkResource`; small-machine defaults, UTC, zstd.
+    """Spark properties for `LazyPySparkResource`: a session of the kept Spark Connect server
+    when SMARTCITY_SPARK_REMOTE names one, else a driver of this process's own.
+
+    The server was started with `driver_config`, which every session it hands out inherits,
+    so a remote run's properties are the address alone. Its token travels as the variable
+    the Connect client reads, never as a property (Dagster's UI shows the properties); the
+    client sends a token without TLS only to the host `localhost` (see `spark_connect`).
+    """
+    if settings.spark_remote is None:
+        return driver_config(settings)
+    if settings.spark_connect_token:
+        os.environ[CONNECT_TOKEN_VARIABLE] = settings.spark_connect_token.get_secret_value()
+    return {"spark.remote": settings.spark_remote}
+
+
+CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
+"""Where a Spark Connect client and server take their shared token from."""
+
+
+def driver_config(settings: Settings) -> dict[str, str]:
+    """Spark properties of a driver; small-machine defaults, UTC, zstd.
 
     In local mode shuffles get one partition per core (not 200: a day's table is a few
     hundred MB, and each partition is a task and a part file), AQE may merge them further,

@@ -10,11 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from smartcity.cli_support import err_console, friendly_errors, settings_or_exit
-from smartcity.services import cluster, kafka_broker, manager, minio_server, mosquitto
+from smartcity.services import (
+    cluster,
+    kafka_broker,
+    manager,
+    minio_server,
+    mosquitto,
+    spark_connect,
+)
 from smartcity.services.executor_python import executor_python
 from smartcity.services.jvm import classpath
 from smartcity.services.processes import ServiceRecord
-from smartcity.settings import Settings
+from smartcity.settings import Settings, load_settings
 
 services_app = typer.Typer(
     help="Local Kafka (KRaft), S3 server (MinIO), MQTT broker (Mosquitto), or a whole cluster.",
@@ -29,6 +36,12 @@ def up_command(
     s3: bool = typer.Option(True, "--s3/--no-s3", help="Start the MinIO S3 server."),
     mqtt: bool = typer.Option(
         False, "--mqtt/--no-mqtt", help="Start the Mosquitto MQTT broker (for `bridge mqtt`)."
+    ),
+    spark: bool = typer.Option(
+        False,
+        "--spark/--no-spark",
+        help="Start a Spark Connect server that batch runs share, instead of a driver each "
+        "(it keeps the driver's memory while idle). With --cluster, on the cluster's master.",
     ),
     whole_cluster: bool = typer.Option(
         False,
@@ -46,6 +59,7 @@ def up_command(
     chosen = ((kafka_broker.NAME, kafka), (minio_server.NAME, s3))
     names = list(cluster.NAMES) if whole_cluster else [name for name, on in chosen if on]
     names += [mosquitto.NAME] if mqtt else []
+    names += [spark_connect.NAME] if spark else []
     with err_console.status(f"starting {', '.join(names)} ..."):
         try:
             records = _start(settings, names, whole_cluster)
@@ -62,9 +76,14 @@ def up_command(
 
 def _start(settings: Settings, names: list[str], whole_cluster: bool) -> dict[str, ServiceRecord]:
     """The cluster first (it starts its members in stages, then makes topics and bucket),
-    then whatever else is named."""
+    then whatever else is named; the Spark Connect server last, with the settings the others
+    wrote into `services.env` (the cluster's master, the S3 lake and its keys)."""
     records = cluster.up(settings) if whole_cluster else {}
-    return records | manager.up(settings, [name for name in names if name not in records])
+    others = [name for name in names if name not in records and name != spark_connect.NAME]
+    records |= manager.up(settings, others)
+    if spark_connect.NAME in names:
+        records |= manager.up(load_settings(), [spark_connect.NAME])
+    return records
 
 
 @services_app.command("down")
@@ -92,7 +111,7 @@ def status_command() -> None:
 
 
 def _secret(variable: str) -> bool:
-    return "KEY" in variable or "PASSWORD" in variable
+    return any(word in variable for word in ("KEY", "PASSWORD", "TOKEN"))
 
 
 @services_app.command("install")

@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from smartcity.services import kafka_broker, minio_server, mosquitto, postgres, spark_cluster
+from smartcity.services import (
+    kafka_broker,
+    minio_server,
+    mosquitto,
+    postgres,
+    spark_cluster,
+    spark_connect,
+)
 from smartcity.services.kept import exclusive
 from smartcity.services.processes import STOP_GRACE_S, ServiceRecord, ServiceRegistry, stop
 from smartcity.settings import Settings
@@ -23,6 +30,7 @@ STARTERS: dict[str, Callable[[Settings], ServiceRecord]] = {
     postgres.NAME: postgres.start,
     spark_cluster.MASTER: spark_cluster.start_master,
     **spark_cluster.WORKER_STARTERS,
+    spark_connect.NAME: spark_connect.start,
 }
 
 STOPPERS: dict[str, Callable[[ServiceRecord, float], bool]] = {postgres.NAME: postgres.stop}

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from smartcity_stream.anomalies import ANOMALY_SCHEMA, anomaly_table
 from smartcity_stream.columns import Readings, TableRows
@@ -48,7 +49,7 @@ def detect_batch(
     Only the fields the rules read cross the shuffle and reach Python (the registry's places
     and Kafka's coordinates do not: a day's energy 19.6 s -> 14.3 s), as Arrow tables
     (`applyInArrow`: no pandas frame in either direction)."""
-    schema = clean.sparkSession.createDataFrame(ANOMALY_SCHEMA.empty_table()).schema
+    schema = from_arrow_schema(ANOMALY_SCHEMA)
     read = [name for name in clean.columns if name in RULE_FIELDS]
     detector = sensor_detector(sensors, config)
     return clean.select(*read).groupBy("sensor_id").applyInArrow(detector, schema)

@@ -1,0 +1,88 @@
+"""A kept Spark Connect server: one driver JVM that every batch run takes its session from.
+
+A run that starts its own driver pays for the JVM's start and for its cold JIT each time
+(about half of the demo's day, see docs/batch.md); the runs of a kept server pay for neither
+after the first. The server is Spark's own (`SparkConnectServer`, through `spark-submit`),
+started with the driver properties of `driver_config` for the settings it starts with: local
+mode, or the standalone cluster's master, whose executors then get the project's code from
+the server. Each run still gets a session of its own on the server (its SQL settings, its
+temporary views), and concurrent runs share the server's cores as jobs of one application.
+
+The code a run's Python functions need on the executors is the code of the server's start:
+after changing the project, `smartcity services down` and `up --spark` again.
+
+It listens on loopback only, on a port kept for the runtime folder, and asks for a token made
+once and kept private to its owner. The Connect client sends a token without TLS only to the
+host `localhost`, so that is the address runs are given.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from pathlib import Path
+
+from smartcity.services.kept import free_ports, kept
+from smartcity.services.processes import ServiceRecord, spawn, started_at, wait_until
+from smartcity.services.spark_cluster import spark_home
+from smartcity.settings import Settings
+
+NAME = "spark-connect"
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+START_TIMEOUT_S = 120.0
+TOKEN_VARIABLE = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
+
+
+def start(settings: Settings) -> ServiceRecord:
+    """Start the server for `settings`' master and lake; return once it accepts clients."""
+    from smartcity_dagster.spark import driver_config
+
+    home = settings.runtime_dir / NAME
+    plan = kept(home / "server.json", lambda: {"port": free_ports(1)[0], "token": _token()})
+    config = driver_config(settings)
+    master = config.pop("spark.master")
+    config["spark.connect.grpc.binding.address"] = "127.0.0.1"
+    config["spark.connect.grpc.binding.port"] = str(plan["port"])
+    properties = _properties_file(home / "server.properties", config)
+    log = home / "server.log"
+    command = [
+        str(spark_home() / "bin" / "spark-submit"),
+        *("--master", master, "--properties-file", str(properties)),
+        *("--class", SERVER_CLASS, "spark-internal"),
+    ]
+    # driver_config put the Python of the server's workers (and the S3 keys, for an S3 lake)
+    # into this process's environment, which the server inherits.
+    process = spawn(command, log, env={TOKEN_VARIABLE: plan["token"]}, cwd=home)
+    wait_until(lambda: _accepts(plan["port"]), process, START_TIMEOUT_S, "Spark Connect", log)
+    return ServiceRecord(
+        name=NAME,
+        pid=process.pid,
+        started_at=started_at(process),
+        log=str(log),
+        env={
+            "SMARTCITY_SPARK_REMOTE": f"sc://localhost:{plan['port']}",
+            "SMARTCITY_SPARK_CONNECT_TOKEN": plan["token"],
+        },
+    )
+
+
+def _token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _properties_file(path: Path, config: dict[str, str]) -> Path:
+    """`spark-submit`'s properties file, private to its owner like the token beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{key}={value.replace(chr(92), chr(92) * 2)}\n" for key, value in config.items()]
+    path.write_text("".join(lines))
+    path.chmod(0o600)
+    return path
+
+
+def _accepts(port: int) -> bool:
+    """The gRPC service listens once the server's SparkContext is up."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,124 @@
+"""The kept Spark Connect server (`smartcity services up --spark`): runs of `smartcity
+materialize` from the same folder take their session from it, start no JVM of their own, and
+build the same tables as a run with its own driver."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+
+from simulator.landed_day import land_simulated_day
+from smartcity.lake import Lake
+from smartcity.services import spark_connect
+from smartcity.settings import Settings, SettingsError, load_settings, settings_env
+from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, spark_config
+from tests.stream_support import SMARTCITY
+from tests.test_spark_cluster import DAY, _first_difference, published
+
+INTERVAL_S = 600.0
+"""Every sensor every 10 minutes (the cluster's test takes 15)."""
+
+
+def test_a_remote_session_is_configured_by_its_address_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(CONNECT_TOKEN_VARIABLE, raising=False)
+    settings = Settings(
+        _env_file=None, spark_remote="sc://localhost:15002", spark_connect_token="s3cret"
+    )
+    config = spark_config(settings)
+    assert config == {"spark.remote": "sc://localhost:15002"}
+    assert os.environ[CONNECT_TOKEN_VARIABLE] == "s3cret", "the client reads its token there"
+
+
+def test_a_remote_that_is_not_a_connect_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SMARTCITY_SPARK_REMOTE", "spark://127.0.0.1:7077")
+    with pytest.raises(SettingsError, match=r"^SMARTCITY_SPARK_REMOTE"):
+        load_settings()
+
+
+def _run_watching_for_a_jvm(command: list[str], cwd: Path, env: dict[str, str]) -> set[str]:
+    """Run `command` to its end; the names of the processes it started meanwhile."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    root = psutil.Process(process.pid)
+    seen: set[str] = set()
+    deadline = time.monotonic() + 900
+    while process.poll() is None:
+        assert time.monotonic() < deadline, f"{command} still runs after 15 minutes"
+        with contextlib.suppress(psutil.NoSuchProcess):
+            seen |= {child.name() for child in root.children(recursive=True)}
+        time.sleep(0.1)
+    stdout, stderr = process.communicate()
+    assert process.returncode == 0, stderr[-3000:] + stdout[-3000:]
+    return seen
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTCITY_", "AWS_"))}
+    env.pop("DAGSTER_HOME", None)
+    env.pop(CONNECT_TOKEN_VARIABLE, None)
+    return env | settings_env(settings)
+
+
+@pytest.mark.integration
+def test_runs_share_the_kept_server_and_build_what_their_own_driver_builds(
+    tmp_path: Path,
+) -> None:
+    kept = Settings(
+        _env_file=None, lake_uri=(tmp_path / "lake").as_uri(), runtime_dir=tmp_path / "kept"
+    )
+    start = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
+    land_simulated_day(Lake.from_settings(kept), int(start.timestamp() * 1000), INTERVAL_S)
+    own = kept.model_copy(
+        update={"lake_uri": (tmp_path / "own-lake").as_uri(), "runtime_dir": tmp_path / "own"}
+    )
+    Lake.from_settings(kept).copy_into(Lake.from_settings(own))
+    materialize = [SMARTCITY, "materialize", "--date", DAY]
+
+    up = subprocess.run(
+        [SMARTCITY, "services", "up", "--no-kafka", "--no-s3", "--spark"],
+        cwd=tmp_path,
+        env=_env(kept),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert up.returncode == 0, up.stderr
+    assert "SMARTCITY_SPARK_REMOTE=sc://localhost:" in up.stdout
+    try:
+        for _ in range(2):  # the second run finds the server's JVM warm
+            started = _run_watching_for_a_jvm(materialize, tmp_path, _env(kept))
+            assert "java" not in started, f"a run on the kept server started {started}"
+    finally:
+        down = subprocess.run(
+            [SMARTCITY, "services", "down"],
+            cwd=tmp_path,
+            env=_env(kept),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert spark_connect.NAME in down.stdout, down.stdout + down.stderr
+
+    started = _run_watching_for_a_jvm(materialize, tmp_path, _env(own))
+    assert "java" in started, "without the server, a run has a driver of its own"
+    with_server, with_own = published(Lake.from_settings(kept)), published(Lake.from_settings(own))
+    assert with_server.keys() == with_own.keys()
+    assert "anomaly_summary" in with_server
+    differ = {
+        name: _first_difference(with_own[name], with_server[name])
+        for name in with_own
+        if not with_own[name].equals(with_server[name])
+    }
+    assert not differ, differ
