@@ -17,6 +17,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from smartcity.services.jvm import CACHE_DIR, JvmSetupError, java_binary
@@ -58,12 +59,17 @@ def build_archive() -> Path:
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
     scratch = archive.with_name(f"{archive.stem}.{os.getpid()}.tmp")
-    result = subprocess.run(
-        [sys.executable, "-m", EXERCISE, str(scratch)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    # A driver of its own is what the archive is for, whatever Connect server the caller's
+    # environment or runtime folder (its services.env) names.
+    env = {k: v for k, v in os.environ.items() if k != "SMARTCITY_SPARK_REMOTE"}
+    with tempfile.TemporaryDirectory(prefix="smartcity-class-archive-") as runtime:
+        result = subprocess.run(
+            [sys.executable, "-m", EXERCISE, str(scratch)],
+            env=env | {"SMARTCITY_RUNTIME_DIR": runtime},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if result.returncode != 0 or not scratch.exists():
         scratch.unlink(missing_ok=True)
         output = (result.stdout + result.stderr)[-3000:]

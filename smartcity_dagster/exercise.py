@@ -20,7 +20,7 @@ from smartcity.lake import Lake
 from smartcity.services.jvm import JvmSetupError
 from smartcity.settings import Settings
 from smartcity_dagster.runs import materialize_daily
-from smartcity_dagster.spark import LOCAL_DRIVER_JVM_OPTIONS, spark_config
+from smartcity_dagster.spark import LOCAL_DRIVER_JVM_OPTIONS, driver_config
 
 EXERCISE_INTERVAL_S = 300.0
 """Every sensor every five minutes: 60,480 readings, enough for every code path of a step."""
@@ -55,7 +55,7 @@ def exercise(target: Path) -> None:
         lake = Lake.from_settings(settings)
         land_sample_day(lake, int(start.timestamp() * 1000), EXERCISE_INTERVAL_S)
         builder = SparkSession.builder
-        for key, value in spark_config(settings).items():
+        for key, value in driver_config(settings).items():
             if key == "spark.driver.extraJavaOptions":
                 value = f"{LOCAL_DRIVER_JVM_OPTIONS} -XX:ArchiveClassesAtExit={target}"
             builder = builder.config(key, value)
