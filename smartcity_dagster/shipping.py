@@ -11,15 +11,21 @@ numpy, pandas, pyarrow, pyspark and shipped code.
 The zip is cached under a name derived from the sources' content: the same sources are
 zipped once, an edit gives a new name (which Spark also needs: it refuses a second file of
 one name with other content).
+
+A session of a Spark Connect server gets the zip another way (`ship_to_session`): the server
+is a JVM application, and `spark.submit.pyFiles` is shipped by pyspark's Python driver only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
+
+from pyspark.sql import SparkSession
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "smartcity" / "pyfiles"
 
@@ -61,3 +67,22 @@ def code_zip(packages: tuple[str, ...] = SHIPPED_PACKAGES) -> Path:
             archive.writestr(zipfile.ZipInfo(name, _FIXED_TIME), content)
     scratch.replace(target)
     return target
+
+
+_SHIPPED_SESSIONS: set[str] = set()
+_SHIPPING = threading.Lock()
+
+
+def ship_to_session(spark: SparkSession) -> None:
+    """The zip as an artifact of a Spark Connect session, once per session: the Python
+    workers of its tasks, on the server's executors, import it first. So they run the code
+    of this run's client, whatever the server started with. A classic session's driver
+    shipped the zip already, as `spark.submit.pyFiles`."""
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    if not isinstance(spark, ConnectSession):
+        return
+    with _SHIPPING:
+        if spark.session_id not in _SHIPPED_SESSIONS:
+            spark.addArtifacts(str(code_zip()), pyfile=True)
+            _SHIPPED_SESSIONS.add(spark.session_id)

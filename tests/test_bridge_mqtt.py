@@ -29,8 +29,8 @@ from smartcity.bridge.acks import InOrderAcks
 from smartcity.lake import Lake
 from smartcity.registry import import_registry
 from smartcity.services import mosquitto
-from smartcity.services.mosquitto import MosquittoUnavailable, accepts, mosquitto_binary
-from smartcity.services.processes import free_port, stop
+from smartcity.services.mosquitto import MosquittoUnavailable, mosquitto_binary
+from smartcity.services.processes import accepts, free_port, stop
 from smartcity.settings import SENSOR_TYPES, Settings
 from tests.mqtt_support import (
     Bridge,

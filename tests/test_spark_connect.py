@@ -1,6 +1,6 @@
 """The kept Spark Connect server (`smartcity services up --spark`): runs of `smartcity
 materialize` from the same folder take their session from it, start no JVM of their own, and
-build the same tables as a run with its own driver."""
+build the same tables as a run with its own driver; on the standalone cluster too."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from simulator.landed_day import land_simulated_day
 from smartcity.lake import Lake
 from smartcity.services import spark_connect
+from smartcity.services.processes import stop
 from smartcity.settings import Settings, SettingsError, load_settings, settings_env
 from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, spark_config
 from tests.stream_support import SMARTCITY
@@ -122,3 +123,32 @@ def test_runs_share_the_kept_server_and_build_what_their_own_driver_builds(
         if not with_own[name].equals(with_server[name])
     }
     assert not differ, differ
+
+
+@pytest.mark.integration
+def test_runs_on_the_clusters_kept_server_ship_their_own_code(
+    cluster_settings: Settings, tmp_path: Path
+) -> None:
+    """The server as the standalone cluster's application: the executors' Python lacks the
+    project, and the server, a JVM application, ships no Python files; the run's session
+    carries the code its anomaly detector needs."""
+    lake = cluster_settings.model_copy(update={"lake_uri": f"{cluster_settings.lake_uri}/kept"})
+    start = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
+    land_simulated_day(Lake.from_settings(lake), int(start.timestamp() * 1000), 900.0)
+    server = spark_connect.start(lake.model_copy(update={"runtime_dir": tmp_path / "server"}))
+    try:
+        remote = lake.model_copy(
+            update={
+                "runtime_dir": tmp_path / "run",
+                "spark_remote": server.env["SMARTCITY_SPARK_REMOTE"],
+                "spark_connect_token": server.env["SMARTCITY_SPARK_CONNECT_TOKEN"],
+            }
+        )
+        started = _run_watching_for_a_jvm(
+            [SMARTCITY, "materialize", "--date", DAY], tmp_path, _env(remote)
+        )
+    finally:
+        stop(server)
+    assert "java" not in started, f"a run on the kept server started {started}"
+    tables = published(Lake.from_settings(lake))
+    assert tables["anomaly_summary"].num_rows > 0, "the detector ran on the executors"

@@ -9,9 +9,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 
-from smartcity.services.processes import ServiceRecord, free_port, spawn, started_at, wait_until
+from smartcity.services.processes import (
+    ServiceRecord,
+    accepts,
+    free_port,
+    spawn,
+    started_at,
+    wait_until,
+)
 from smartcity.settings import Settings
 
 NAME = "mqtt"
@@ -52,14 +58,6 @@ def mosquitto_binary(path: str | None = None) -> str:
     if not found:
         raise MosquittoUnavailable("mosquitto not found: `apt-get install mosquitto` installs it")
     return found
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def start(settings: Settings) -> ServiceRecord:

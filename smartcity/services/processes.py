@@ -104,6 +104,15 @@ def free_port(preferred: int = 0) -> int:
         return int(probe.getsockname()[1])
 
 
+def accepts(port: int) -> bool:
+    """Whether a server listens on loopback `port` (a TCP connection is accepted)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def spawn(
     command: Sequence[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> psutil.Process:

@@ -1,15 +1,12 @@
 """A kept Spark Connect server: one driver JVM that every batch run takes its session from.
 
 A run that starts its own driver pays for the JVM's start and for its cold JIT each time
-(about half of the demo's day, see docs/batch.md); the runs of a kept server pay for neither
+(10-11 s of the demo's 29 s day, see docs/batch.md); the runs of a kept server pay for neither
 after the first. The server is Spark's own (`SparkConnectServer`, through `spark-submit`),
 started with the driver properties of `driver_config` for the settings it starts with: local
-mode, or the standalone cluster's master, whose executors then get the project's code from
-the server. Each run still gets a session of its own on the server (its SQL settings, its
-temporary views), and concurrent runs share the server's cores as jobs of one application.
-
-The code a run's Python functions need on the executors is the code of the server's start:
-after changing the project, `smartcity services down` and `up --spark` again.
+mode, or the standalone cluster's master. Each run gets a session of its own on the server
+(its SQL settings, its temporary views, the project's code it ships: `ship_to_session`), and
+concurrent runs share the server's cores as jobs of one application.
 
 It listens on loopback only, on a port kept for the runtime folder, and asks for a token made
 once and kept private to its owner. The Connect client sends a token without TLS only to the
@@ -19,11 +16,16 @@ host `localhost`, so that is the address runs are given.
 from __future__ import annotations
 
 import secrets
-import socket
 from pathlib import Path
 
 from smartcity.services.kept import free_ports, kept
-from smartcity.services.processes import ServiceRecord, spawn, started_at, wait_until
+from smartcity.services.processes import (
+    ServiceRecord,
+    accepts,
+    spawn,
+    started_at,
+    wait_until,
+)
 from smartcity.services.spark_cluster import spark_home
 from smartcity.settings import Settings
 
@@ -53,7 +55,8 @@ def start(settings: Settings) -> ServiceRecord:
     # driver_config put the Python of the server's workers (and the S3 keys, for an S3 lake)
     # into this process's environment, which the server inherits.
     process = spawn(command, log, env={TOKEN_VARIABLE: plan["token"]}, cwd=home)
-    wait_until(lambda: _accepts(plan["port"]), process, START_TIMEOUT_S, "Spark Connect", log)
+    # The gRPC service listens once the server's SparkContext is up.
+    wait_until(lambda: accepts(plan["port"]), process, START_TIMEOUT_S, "Spark Connect", log)
     return ServiceRecord(
         name=NAME,
         pid=process.pid,
@@ -77,12 +80,3 @@ def _properties_file(path: Path, config: dict[str, str]) -> Path:
     path.write_text("".join(lines))
     path.chmod(0o600)
     return path
-
-
-def _accepts(port: int) -> bool:
-    """The gRPC service listens once the server's SparkContext is up."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False

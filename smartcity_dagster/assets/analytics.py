@@ -19,6 +19,7 @@ from smartcity_dagster.assets.layers import Layer
 from smartcity_dagster.assets.publish import AssetEvent, Publication, published
 from smartcity_dagster.partitions import daily_partitions
 from smartcity_dagster.resources import SmartcityResource
+from smartcity_dagster.shipping import ship_to_session
 from smartcity_dagster.tables import describe, read_partition, stage_table, write_partition
 from smartcity_dagster.transforms.aggregates import ORDER, daily_aggregates
 from smartcity_dagster.transforms.anomalies import detect_batch, reconcile, summarize
@@ -114,6 +115,7 @@ def batch_anomalies(
         return detect_batch(clean, sensors, config).toArrow().cast(ANOMALY_SCHEMA)
 
     tables = clean_tables_with_rows(smartcity, day)
+    ship_to_session(spark)
     with ThreadPoolExecutor(max_workers=max(len(tables), 1)) as threads:
         return pa.concat_tables([ANOMALY_SCHEMA.empty_table(), *threads.map(detect, tables)])
 
