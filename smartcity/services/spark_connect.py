@@ -32,12 +32,11 @@ from smartcity.settings import Settings
 NAME = "spark-connect"
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 START_TIMEOUT_S = 120.0
-TOKEN_VARIABLE = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
 
 
 def start(settings: Settings) -> ServiceRecord:
     """Start the server for `settings`' master and lake; return once it accepts clients."""
-    from smartcity_dagster.spark import driver_config
+    from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, driver_config
 
     home = settings.runtime_dir / NAME
     plan = kept(home / "server.json", lambda: {"port": free_ports(1)[0], "token": _token()})
@@ -54,7 +53,7 @@ def start(settings: Settings) -> ServiceRecord:
     ]
     # driver_config put the Python of the server's workers (and the S3 keys, for an S3 lake)
     # into this process's environment, which the server inherits.
-    process = spawn(command, log, env={TOKEN_VARIABLE: plan["token"]}, cwd=home)
+    process = spawn(command, log, env={CONNECT_TOKEN_VARIABLE: plan["token"]}, cwd=home)
     # The gRPC service listens once the server's SparkContext is up.
     wait_until(lambda: accepts(plan["port"]), process, START_TIMEOUT_S, "Spark Connect", log)
     return ServiceRecord(
