@@ -244,8 +244,10 @@ DETAIL_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
 def _detail(stream: IO[str]) -> dg.LoggerDefinition:
-    """Dagster's lines on a stream of their own. Through the shared `sys.stderr`, which other
-    threads of a run write to as well, a line of Dagster's once went missing from the log."""
+    """Dagster's lines on a stream of their own, not on stderr: an in-process run captures the
+    process's stderr into its compute log and mirrors it back through a `tail -F`, which it
+    stops as the plan ends, so the last step's lines could miss the mirror (once the demo's
+    log lacked the `STEP_SUCCESS` of its last step; dagster-io/dagster#23336)."""
 
     def make(context: dg.InitLoggerContext) -> logging.Logger:
         logger = logging.Logger("dagster", context.logger_config["log_level"])

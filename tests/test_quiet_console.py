@@ -193,8 +193,9 @@ CAPTURED_STEPS = 30
 def test_every_dagster_line_reaches_the_log_while_steps_output_is_captured(
     tmp_path: Path,
 ) -> None:
-    """Dagster captures each step's stdout and stderr (into its compute logs, mirrored back
-    through a `tail` it stops at the step's end); its own lines reach the log all the same."""
+    """Dagster captures the run's stdout and stderr (into its compute log, mirrored back
+    through a `tail` it stops as the plan ends); its own lines, the last step's too, reach the
+    log all the same."""
     log = tmp_path / "logs" / "run.log"
     script = DAGSTER_WITH_CAPTURED_STEPS.replace("STEPS", str(CAPTURED_STEPS))
     done = subprocess.run(
