@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import zipfile
 from importlib.util import find_spec
 from pathlib import Path
@@ -70,11 +69,11 @@ def code_zip(packages: tuple[str, ...] = SHIPPED_PACKAGES) -> Path:
 
 
 _SHIPPED_SESSIONS: set[str] = set()
-_SHIPPING = threading.Lock()
 
 
 def ship_to_session(spark: SparkSession) -> None:
-    """The zip as an artifact of a Spark Connect session, once per session: the Python
+    """The zip as an artifact of a Spark Connect session, once per session (a process may run
+    several runs on one, as the bench does; the step calls this before its threads): the Python
     workers of its tasks, on the server's executors, import it first. So they run the code
     of this run's client, whatever the server started with. A classic session's driver
     shipped the zip already, as `spark.submit.pyFiles`."""
@@ -82,7 +81,6 @@ def ship_to_session(spark: SparkSession) -> None:
 
     if not isinstance(spark, ConnectSession):
         return
-    with _SHIPPING:
-        if spark.session_id not in _SHIPPED_SESSIONS:
-            spark.addArtifacts(str(code_zip()), pyfile=True)
-            _SHIPPED_SESSIONS.add(spark.session_id)
+    if spark.session_id not in _SHIPPED_SESSIONS:
+        spark.addArtifacts(str(code_zip()), pyfile=True)
+        _SHIPPED_SESSIONS.add(spark.session_id)

@@ -39,7 +39,10 @@ def start(settings: Settings) -> ServiceRecord:
     from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, driver_config
 
     home = settings.runtime_dir / NAME
-    plan = kept(home / "server.json", lambda: {"port": free_ports(1)[0], "token": _token()})
+    plan = kept(
+        home / "server.json",
+        lambda: {"port": free_ports(1)[0], "token": secrets.token_urlsafe(24)},
+    )
     config = driver_config(settings)
     master = config.pop("spark.master")
     config["spark.connect.grpc.binding.address"] = "127.0.0.1"
@@ -66,10 +69,6 @@ def start(settings: Settings) -> ServiceRecord:
             "SMARTCITY_SPARK_CONNECT_TOKEN": plan["token"],
         },
     )
-
-
-def _token() -> str:
-    return secrets.token_urlsafe(24)
 
 
 def _properties_file(path: Path, config: dict[str, str]) -> Path:
