@@ -16,8 +16,9 @@ import pytest
 
 from simulator.landed_day import land_simulated_day
 from smartcity.lake import Lake
-from smartcity.services import spark_connect
-from smartcity.services.processes import stop
+from smartcity.layout import TABLES
+from smartcity.services import manager, spark_connect
+from smartcity.services.processes import family, stop
 from smartcity.settings import Settings, SettingsError, load_settings, settings_env
 from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, spark_config
 from tests.stream_support import SMARTCITY
@@ -152,3 +153,56 @@ def test_runs_on_the_clusters_kept_server_ship_their_own_code(
     assert "java" not in started, f"a run on the kept server started {started}"
     tables = published(Lake.from_settings(lake))
     assert tables["anomaly_summary"].num_rows > 0, "the detector ran on the executors"
+
+
+@pytest.mark.integration
+def test_a_run_that_loses_its_server_fails_once_it_is_back_and_a_retry_builds_the_day(
+    tmp_path: Path,
+) -> None:
+    """The server SIGKILLed while a run writes its tables, then started again by `up`: the
+    client waits through the outage (Spark Connect retries for minutes), then fails in one
+    line, since its session died with the server; the retry publishes a day that passes
+    every check."""
+    settings = Settings(
+        _env_file=None, lake_uri=(tmp_path / "lake").as_uri(), runtime_dir=tmp_path / "kept"
+    )
+    start = datetime.fromisoformat(DAY).replace(tzinfo=UTC)
+    land_simulated_day(Lake.from_settings(settings), int(start.timestamp() * 1000), INTERVAL_S)
+    lake = Lake.from_settings(settings)
+    up = [SMARTCITY, "services", "up", "--no-kafka", "--no-s3", "--spark"]
+    materialize = [SMARTCITY, "materialize", "--date", DAY]
+    env = _env(settings)
+    subprocess.run(up, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    try:
+        run = subprocess.Popen(
+            materialize, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 600
+        while not _spark_wrote_a_table(lake) and run.poll() is None:
+            assert time.monotonic() < deadline, "the run wrote no table in 10 minutes"
+            time.sleep(0.2)
+        server = manager.recorded(settings)[spark_connect.NAME]
+        for process in family(server.pid):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        subprocess.run(up, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+        _, stderr = run.communicate(timeout=900)
+        assert run.returncode != 0, "the run's session died with the server"
+        failed = [line for line in stderr.decode().splitlines() if line.startswith("error:")]
+        assert len(failed) == 1, stderr.decode()[-3000:]
+
+        started = _run_watching_for_a_jvm(materialize, tmp_path, env)
+        assert "java" not in started, f"the retry on the restarted server started {started}"
+    finally:
+        subprocess.run(
+            [SMARTCITY, "services", "down"], cwd=tmp_path, env=env, timeout=120, check=False
+        )
+    tables = published(lake)
+    assert {"raw_traffic", "clean_traffic", "anomaly_summary"} <= tables.keys()
+    assert all(table.num_rows > 0 for name, table in tables.items() if name.startswith("raw_"))
+
+
+def _spark_wrote_a_table(lake: Lake) -> bool:
+    """A raw table staged or published: the run's session is at work (the registry, written
+    before, is not Spark's)."""
+    return any(f"{TABLES}/raw_" in info.path for info in lake.list_files(TABLES))
