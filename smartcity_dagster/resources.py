@@ -13,7 +13,6 @@ from functools import cached_property
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 from dagster_pyspark import LazyPySparkResource
 
 from smartcity.lake import Lake
@@ -40,6 +39,10 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
         "pyspark": LazyPySparkResource(spark_config=spark_config(settings)),
     }
     if settings.lake_scheme == "s3":
+        # Here, not at the top: dagster-aws (boto3, its components) takes about a second to
+        # import, which every run's process and command would pay for a lake without S3.
+        from dagster_aws.s3 import S3Resource
+
         resources["s3"] = S3Resource(
             endpoint_url=settings.s3_endpoint,
             region_name=settings.s3_region,
