@@ -95,6 +95,12 @@ def driver_config(settings: Settings) -> dict[str, str]:
         # speeds of an hour) stay in a hash map; Spark's default of 128 sorts a day's rows
         # once a task has seen 128 sensor-hours.
         "spark.sql.objectHashAggregate.sortBased.fallbackThreshold": "8192",
+        # The driver lists a day's landing files itself and names each one to the reader
+        # (`transforms.raw`), and a day has at least one per hour and Kafka partition (72
+        # with 3 partitions). Past Spark's default of 32 paths, Spark checks the names in a
+        # job of one task per file: 1-1.6 s per type on a small day, where the driver's own
+        # look-up of the same files takes milliseconds (a request per file on S3).
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "1024",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
