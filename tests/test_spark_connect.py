@@ -66,6 +66,19 @@ def _run_watching_for_a_jvm(command: list[str], cwd: Path, env: dict[str, str]) 
     return seen
 
 
+def _python_workers_end(server_pid: int, within_s: float = 180.0) -> bool:
+    """Whether the server's Python processes (the anomaly detector's workers) all exit once
+    the runs are over: Spark ends idle workers after a minute, and a long-lived server must
+    not keep a process for every session it served."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if not [p for p in family(server_pid) if "python" in p.name()]:
+                return True
+        time.sleep(1)
+    return False
+
+
 def _env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTCITY_", "AWS_"))}
     env.pop("DAGSTER_HOME", None)
@@ -102,6 +115,8 @@ def test_runs_share_the_kept_server_and_build_what_their_own_driver_builds(
         for _ in range(2):  # the second run finds the server's JVM warm
             started = _run_watching_for_a_jvm(materialize, tmp_path, _env(kept))
             assert "java" not in started, f"a run on the kept server started {started}"
+        server = manager.recorded(kept)[spark_connect.NAME]
+        assert _python_workers_end(server.pid), "the runs' Python processes outlive them"
     finally:
         down = subprocess.run(
             [SMARTCITY, "services", "down"],
