@@ -167,6 +167,7 @@ def _batch_anomalies(lake: Lake) -> pd.DataFrame:
             spark.read.parquet(spark_url(lake, table_partition_key(f"clean_{t}", DAY))),
             sensors,
             RuleConfig(),
+            tasks=2,
         ).toPandas()
         for t in SENSOR_TYPES
     ]

@@ -22,7 +22,12 @@ from smartcity_dagster.resources import SmartcityResource
 from smartcity_dagster.shipping import ship_to_session
 from smartcity_dagster.tables import describe, read_partition, stage_table, write_partition
 from smartcity_dagster.transforms.aggregates import ORDER, daily_aggregates
-from smartcity_dagster.transforms.anomalies import detect_batch, reconcile, summarize
+from smartcity_dagster.transforms.anomalies import (
+    detect_batch,
+    detection_tasks,
+    reconcile,
+    summarize,
+)
 from smartcity_stream.anomalies import ANOMALY_SCHEMA
 from smartcity_stream.rules import RuleConfig
 
@@ -110,21 +115,27 @@ def batch_anomalies(
     tables in threads of their own: one table's last tasks leave a core idle that
     another's fill."""
 
-    def detect(table: str) -> pa.Table:
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+
+    def detect(table: str, rows: int) -> pa.Table:
         clean = read_partition(spark, smartcity.lake, table, day)
-        return detect_batch(clean, sensors, config).toArrow().cast(ANOMALY_SCHEMA)
+        tasks = detection_tasks(rows, partitions)
+        return detect_batch(clean, sensors, config, tasks).toArrow().cast(ANOMALY_SCHEMA)
 
     tables = clean_tables_with_rows(smartcity, day)
     ship_to_session(spark)
     with ThreadPoolExecutor(max_workers=max(len(tables), 1)) as threads:
-        return pa.concat_tables([ANOMALY_SCHEMA.empty_table(), *threads.map(detect, tables)])
+        found = threads.map(detect, tables.keys(), tables.values())
+        return pa.concat_tables([ANOMALY_SCHEMA.empty_table(), *found])
 
 
-def clean_tables_with_rows(smartcity: SmartcityResource, day: str) -> list[str]:
-    """The clean tables of `day` that hold readings (from their footers): a sensor type the
-    city lacks, or that was silent that day, has an empty partition and nothing to detect."""
+def clean_tables_with_rows(smartcity: SmartcityResource, day: str) -> dict[str, int]:
+    """The clean tables of `day` that hold readings, with their rows (from their footers): a
+    sensor type the city lacks, or that was silent that day, has an empty partition and
+    nothing to detect."""
     tables = [f"clean_{sensor_type}" for sensor_type in SENSOR_TYPES]
-    return [t for t in tables if describe(smartcity.lake, table_partition_key(t, day)).rows]
+    rows = {t: describe(smartcity.lake, table_partition_key(t, day)).rows for t in tables}
+    return {table: count for table, count in rows.items() if count}
 
 
 def stream_anomalies(smartcity: SmartcityResource, day: str) -> pa.Table:
