@@ -68,8 +68,8 @@ def _run_watching_for_a_jvm(command: list[str], cwd: Path, env: dict[str, str]) 
 
 def _python_workers_end(server_pid: int, within_s: float = 180.0) -> bool:
     """Whether the server's Python processes (the anomaly detector's workers) all exit once
-    the runs are over: Spark ends idle workers after a minute, and a long-lived server must
-    not keep a process for every session it served."""
+    the runs are over: a long-lived server must not keep a process for every session it
+    served (with Spark's Python daemon, one per session stays until the server stops)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         with contextlib.suppress(psutil.NoSuchProcess):

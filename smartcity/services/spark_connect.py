@@ -50,7 +50,7 @@ def start(settings: Settings) -> ServiceRecord:
     # Spark keeps a Python daemon per Connect session (its workers' environment names the
     # session) until the server stops, even after the session ends: about 48 MB for each
     # run that ran the anomaly detector (SPARK-54055). Without the daemon, the server starts
-    # its Python workers itself, and they exit once idle.
+    # a Python worker for each task itself, and the worker exits with its task.
     config["spark.python.use.daemon"] = "false"
     properties = _properties_file(home / "server.properties", config)
     log = home / "server.log"
