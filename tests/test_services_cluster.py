@@ -139,6 +139,9 @@ def test_up_cluster_status_kill_restart_down(folder: Path) -> None:
     assert restarted.pid != records[victim]["pid"]
     assert restarted.env["SMARTCITY_KAFKA_BOOTSTRAP"] == exported["SMARTCITY_KAFKA_BOOTSTRAP"]
     assert sorted(cluster_metadata(settings).brokers) == [1, 2, 3]
+    restart_log = Path(restarted.log).read_text().split("Starting broker")[-1]
+    assert "unclean log dirs" in restart_log  # it recovered after the SIGKILL, and says so
+    assert "The broker has been unfenced" in restart_log
 
     pids = [
         record["pid"] for record in orjson.loads((runtime / "services.json").read_bytes()).values()

@@ -27,7 +27,9 @@ CLUSTER_SIZE = 3
 MEMBER_NAMES = tuple(f"{NAME}-{node_id}" for node_id in range(1, CLUSTER_SIZE + 1))
 CLUSTER_REPLICATION = 3
 CLUSTER_MIN_INSYNC = 2
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 180.0
+"""Generous: a broker restarted after a crash loads and recovers every log before it serves,
+and stopping it in the middle only makes its next start recover them again."""
 SINGLE_HEAP = ["-Xms256m", "-Xmx1g"]
 MEMBER_HEAP = ["-Xms128m", "-Xmx512m"]
 
@@ -73,7 +75,15 @@ rootLogger.level = WARN
 rootLogger.appenderRef.file.ref = file
 logger.kafka.name = kafka.server.KafkaRaftServer
 logger.kafka.level = INFO
+logger.start.name = kafka.server.BrokerServer
+logger.start.level = INFO
+logger.lifecycle.name = org.apache.kafka.server.BrokerLifecycleManager
+logger.lifecycle.level = INFO
+logger.logs.name = org.apache.kafka.storage.internals.log.LogManager
+logger.logs.level = INFO
 """
+"""WARN and up, plus the start's steps (the logs it loads or recovers, what it waits for, when
+it is unfenced) in the broker's one log: a start that does not finish shows where it stands."""
 
 
 def _cluster_id() -> str:
@@ -229,7 +239,7 @@ def _run(
     config = home / "server.properties"
     log = home / "broker.log"
     log4j = home / "log4j2.properties"
-    log4j.write_text(_LOG4J2.format(log=home / "server.log"))
+    log4j.write_text(_LOG4J2.format(log=log))
     java = java_binary()
     jars = classpath("kafka-broker")
     jvm_flags = [*heap, "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}"]

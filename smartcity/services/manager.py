@@ -76,7 +76,7 @@ def _up(settings: Settings, names: Iterable[str]) -> dict[str, ServiceRecord]:
             write_env_file(settings, registry.load().values())
     if failures:
         name, error = failures[0]
-        raise ServiceStartError(_one_line(settings, name, error))
+        raise ServiceStartError(_one_line(settings, name, error)) from error
     return {name: running[name] for name in wanted}
 
 

@@ -147,7 +147,9 @@ def wait_until(
             if ready():
                 return
             time.sleep(0.25)
-        raise RuntimeError(f"{what} did not answer within {timeout_s:g} s; see {log}")
+        raise RuntimeError(
+            f"{what} did not answer within {timeout_s:g} s; last log lines:\n{tail(log)}"
+        )
     except BaseException:
         terminate(family(process.pid), ABANDON_GRACE_S)
         raise
