@@ -53,6 +53,7 @@ def spark_config(settings: Settings) -> dict[str, str]:
     """
     if settings.spark_remote is None:
         return driver_config(settings)
+    check_connect_server(settings.spark_remote)
     if settings.spark_connect_token:
         os.environ[CONNECT_TOKEN_VARIABLE] = settings.spark_connect_token.get_secret_value()
     return {"spark.remote": settings.spark_remote}
@@ -131,9 +132,10 @@ def driver_config(settings: Settings) -> dict[str, str]:
     return config
 
 
-MASTER_TIMEOUT_S = 5.0
-"""How long the driver waits for a cluster's master to accept a connection before it stops:
-Spark itself would retry for minutes."""
+ANSWER_TIMEOUT_S = 5.0
+"""How long the definitions wait for a cluster's master or a Connect server to accept a
+connection before they stop: Spark itself would retry for minutes (the Connect client for at
+least 10)."""
 
 
 def _cluster_config(settings: Settings) -> dict[str, str]:
@@ -183,15 +185,33 @@ def check_master(master: str) -> None:
     parts = urlsplit(master)
     if parts.scheme != "spark":
         return  # YARN or Kubernetes: their own clients report an unreachable cluster
-    addresses = parts.netloc.split(",")
-    for address in addresses:
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host, int(port)), timeout=MASTER_TIMEOUT_S):
-                return
-        except (OSError, ValueError):
-            continue
-    raise SettingsError(f"SMARTCITY_SPARK_MASTER {master}: no Spark master answers there")
+    if not any(_answers(address) for address in parts.netloc.split(",")):
+        raise SettingsError(f"SMARTCITY_SPARK_MASTER {master}: no Spark master answers there")
+
+
+CONNECT_PORT = 15002
+"""Where a Connect address without a port points (Spark's default)."""
+
+
+def check_connect_server(remote: str) -> None:
+    """Raise a one-line `SettingsError` unless the Connect server at `remote` (sc://host:port)
+    accepts a connection."""
+    parts = urlsplit(remote)
+    if not _answers(f"{parts.hostname}:{parts.port or CONNECT_PORT}"):
+        raise SettingsError(
+            f"SMARTCITY_SPARK_REMOTE {remote}: no Spark Connect server answers there (start "
+            "one with `smartcity services up --spark`)"
+        )
+
+
+def _answers(address: str) -> bool:
+    """Whether `address` (host:port) accepts a connection within `ANSWER_TIMEOUT_S`."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=ANSWER_TIMEOUT_S):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"

@@ -125,13 +125,24 @@ def test_the_code_zip_is_rebuilt_when_a_source_changes(
 
 
 def test_an_unreachable_master_stops_materialize_with_one_line(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, lake_uri=(tmp_path / "lake").as_uri())
     master = f"spark://127.0.0.1:{free_port()}"
+    variables = {
+        "SMARTCITY_SPARK_MASTER": master,
+        "SMARTCITY_SPARK_EXECUTOR_PYTHON": sys.executable,
+    }
+    assert_materialize_stops_with_one_line(tmp_path, variables, f"SMARTCITY_SPARK_MASTER {master}")
+
+
+def assert_materialize_stops_with_one_line(
+    tmp_path: Path, variables: dict[str, str], naming: str
+) -> None:
+    """`smartcity materialize` with `variables` exits 2 at once, with one `error:` line that
+    says `naming`."""
+    settings = Settings(_env_file=None, lake_uri=(tmp_path / "lake").as_uri())
     env = {
         **worker_env(settings),
         "SMARTCITY_RUNTIME_DIR": str(tmp_path / "runtime"),
-        "SMARTCITY_SPARK_MASTER": master,
-        "SMARTCITY_SPARK_EXECUTOR_PYTHON": sys.executable,
+        **variables,
     }
     done = subprocess.run(
         [SMARTCITY, "materialize", "--date", DAY],
@@ -143,7 +154,7 @@ def test_an_unreachable_master_stops_materialize_with_one_line(tmp_path: Path) -
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    assert len(errors) == 1 and f"SMARTCITY_SPARK_MASTER {master}" in errors[0], done.stderr
+    assert len(errors) == 1 and naming in errors[0], done.stderr
 
 
 def test_a_cluster_without_an_executor_python_is_refused() -> None:

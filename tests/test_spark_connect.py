@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,11 +20,16 @@ from simulator.landed_day import land_simulated_day
 from smartcity.lake import Lake
 from smartcity.layout import TABLES
 from smartcity.services import manager, spark_connect
-from smartcity.services.processes import family, stop
+from smartcity.services.processes import family, free_port, stop
 from smartcity.settings import Settings, SettingsError, load_settings, settings_env
 from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, spark_config
 from tests.stream_support import SMARTCITY
-from tests.test_spark_cluster import DAY, _first_difference, published
+from tests.test_spark_cluster import (
+    DAY,
+    _first_difference,
+    assert_materialize_stops_with_one_line,
+    published,
+)
 
 INTERVAL_S = 600.0
 """Every sensor every 10 minutes (the cluster's test takes 15)."""
@@ -32,12 +39,21 @@ def test_a_remote_session_is_configured_by_its_address_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(CONNECT_TOKEN_VARIABLE, raising=False)
-    settings = Settings(
-        _env_file=None, spark_remote="sc://localhost:15002", spark_connect_token="s3cret"
-    )
-    config = spark_config(settings)
-    assert config == {"spark.remote": "sc://localhost:15002"}
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        remote = f"sc://localhost:{listening.getsockname()[1]}"
+        settings = Settings(_env_file=None, spark_remote=remote, spark_connect_token="s3cret")
+        config = spark_config(settings)
+    assert config == {"spark.remote": remote}
     assert os.environ[CONNECT_TOKEN_VARIABLE] == "s3cret", "the client reads its token there"
+
+
+def test_a_remote_where_no_server_answers_stops_materialize_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """Not the Connect client's retries, which wait at least 10 minutes."""
+    remote = f"sc://localhost:{free_port()}"
+    variables = {"SMARTCITY_SPARK_REMOTE": remote}
+    assert_materialize_stops_with_one_line(tmp_path, variables, f"SMARTCITY_SPARK_REMOTE {remote}")
 
 
 def test_a_remote_that_is_not_a_connect_address_is_refused(
@@ -79,6 +95,23 @@ def _python_workers_end(server_pid: int, within_s: float = 180.0) -> bool:
     return False
 
 
+def _query(remote: str, token: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A query from a Connect client of its own with `token`."""
+    query = (
+        "from pyspark.sql import SparkSession\n"
+        f"SparkSession.builder.remote({remote!r}).getOrCreate().range(1).collect()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != CONNECT_TOKEN_VARIABLE}
+    return subprocess.run(
+        [sys.executable, "-c", query],
+        cwd=cwd,
+        env={**env, CONNECT_TOKEN_VARIABLE: token},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def _env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMARTCITY_", "AWS_"))}
     env.pop("DAGSTER_HOME", None)
@@ -112,6 +145,14 @@ def test_runs_share_the_kept_server_and_build_what_their_own_driver_builds(
     assert up.returncode == 0, up.stderr
     assert "SMARTCITY_SPARK_REMOTE=sc://localhost:" in up.stdout
     try:
+        server = manager.recorded(kept)[spark_connect.NAME]
+        token = server.env["SMARTCITY_SPARK_CONNECT_TOKEN"]
+        remote = server.env["SMARTCITY_SPARK_REMOTE"]
+        assert _query(remote, token, tmp_path).returncode == 0
+        refused = _query(remote, "not-" + token, tmp_path)
+        assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr, refused.stderr
+        inheriting = [p.pid for p in family(server.pid) if CONNECT_TOKEN_VARIABLE in p.environ()]
+        assert inheriting == [], "the server's Python workers would inherit its token"
         for _ in range(2):  # the second run finds the server's JVM warm
             started = _run_watching_for_a_jvm(materialize, tmp_path, _env(kept))
             assert "java" not in started, f"a run on the kept server started {started}"

@@ -36,7 +36,7 @@ START_TIMEOUT_S = 120.0
 
 def start(settings: Settings) -> ServiceRecord:
     """Start the server for `settings`' master and lake; return once it accepts clients."""
-    from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, driver_config
+    from smartcity_dagster.spark import driver_config
 
     home = settings.runtime_dir / NAME
     plan = kept(
@@ -52,6 +52,9 @@ def start(settings: Settings) -> ServiceRecord:
     # run that ran the anomaly detector (SPARK-54055). Without the daemon, the server starts
     # a Python worker for each task itself, and the worker exits with its task.
     config["spark.python.use.daemon"] = "false"
+    # The token in the server's configuration (the properties file below is private to its
+    # owner), not in its environment: the server's Python workers inherit its environment.
+    config["spark.connect.authenticate.token"] = plan["token"]
     properties = _properties_file(home / "server.properties", config)
     log = home / "server.log"
     command = [
@@ -61,7 +64,7 @@ def start(settings: Settings) -> ServiceRecord:
     ]
     # driver_config put the Python of the server's workers (and the S3 keys, for an S3 lake)
     # into this process's environment, which the server inherits.
-    process = spawn(command, log, env={CONNECT_TOKEN_VARIABLE: plan["token"]}, cwd=home)
+    process = spawn(command, log, cwd=home)
     # The gRPC service listens once the server's SparkContext is up.
     wait_until(lambda: accepts(plan["port"]), process, START_TIMEOUT_S, "Spark Connect", log)
     return ServiceRecord(
