@@ -8,7 +8,7 @@ baselines) loop, per sensor, over plain floats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from itertools import pairwise
 from typing import Any, overload
@@ -29,7 +29,7 @@ class Readings:
     def __init__(
         self,
         sensor_type: str,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[Mapping[str, Any]],
         event_ms: np.ndarray,
         table: pa.Table | None = None,
     ) -> None:
@@ -105,7 +105,7 @@ class Readings:
         return self._table.column(name).to_numpy(zero_copy_only=False)
 
 
-class TableRows(Sequence[dict[str, Any]]):
+class TableRows(Sequence[Mapping[str, Any]]):
     """A table's rows as readings, each built only when a finding quotes it: the batch
     layer judges whole sensor-days, where a dict per row cost twice the rules' own time."""
 
@@ -116,15 +116,34 @@ class TableRows(Sequence[dict[str, Any]]):
         return self._table.num_rows
 
     @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
     @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+    def __getitem__(self, index: slice) -> list[Mapping[str, Any]]: ...
+    def __getitem__(self, index: int | slice) -> Mapping[str, Any] | list[Mapping[str, Any]]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if not -len(self) <= index < len(self):
             raise IndexError(index)
-        return self._table.slice(index % len(self), 1).to_pylist()[0]
+        return TableRow(self._table, index % len(self))
+
+
+class TableRow(Mapping[str, Any]):
+    """One row of a table, each field read when asked: a finding quotes one or two of a
+    reading's fields, and slicing out the whole row cost 50 us, a sixth of the rules' time
+    over a sensor-day."""
+
+    def __init__(self, table: pa.Table, index: int) -> None:
+        self._table = table
+        self._index = index
+
+    def __getitem__(self, name: str) -> Any:
+        return self._table.column(name)[self._index].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table.column_names)
+
+    def __len__(self) -> int:
+        return self._table.num_columns
 
 
 class SensorGroups:

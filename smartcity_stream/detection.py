@@ -139,7 +139,7 @@ class SegmentDetector:
         window = self.windows.add_batch(tp, readings, MEASURES[readings.sensor_type], advance_ms)
         anomalies = [
             self._publish(readings.rows[row], *anomaly_record(readings, row, window, finding))
-            for row, finding in self.rules.evaluate_batch(readings, window)
+            for row, finding in self.rules.evaluate_batch(readings)
         ]
         self.live.update_latest(latest_per_sensor(readings))
         last = [readings.rows[row] for row in readings.groups.last_rows().tolist()]

@@ -23,7 +23,6 @@ import numpy as np
 
 from smartcity_stream.baselines import Level, Recent, Seasonal
 from smartcity_stream.columns import Readings
-from smartcity_stream.windows import Window, WindowView
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,20 +241,16 @@ class RuleEngine:
         for sensor_id in sensor_ids:
             self._memory.pop(sensor_id, None)
 
-    def evaluate(
-        self, reading: Mapping[str, Any], event_ms: int, window: Window | None
-    ) -> list[Finding]:
-        """One reading and the window it joined (None: late), as a batch of one."""
+    def evaluate(self, reading: Mapping[str, Any], event_ms: int) -> list[Finding]:
+        """One reading, as a batch of one."""
         readings = Readings.from_rows(reading["sensor_type"], [dict(reading)], [event_ms])
-        view = WindowView.of(window, event_ms, MEASURES[reading["sensor_type"]])
-        return [finding for _, finding in self.evaluate_batch(readings, view)]
+        return [finding for _, finding in self.evaluate_batch(readings)]
 
-    def evaluate_batch(self, readings: Readings, window: WindowView) -> list[tuple[int, Finding]]:
+    def evaluate_batch(self, readings: Readings) -> list[tuple[int, Finding]]:
         """(row, finding) of every new episode, in row order and, per row, rule order.
 
         The rules judge readings against what their sensor did before (baselines in event
-        time), not against the window they joined: `window` is the worker's to report."""
-        del window
+        time), not against the window they joined: the window is the worker's to report."""
         sensor_type = readings.sensor_type
         measures = MEASURES[sensor_type]
         memories = [self._memory.setdefault(s, SensorMemory()) for s in readings.sensor_ids]

@@ -87,20 +87,6 @@ class WindowView:
     totals: np.ndarray
     counts: np.ndarray
 
-    @classmethod
-    def of(cls, window: Window | None, event_ms: int, measures: tuple[str, ...]) -> WindowView:
-        """A one-reading view of the window that reading joined (None: it was late)."""
-        stats = [window.measures.get(name) if window else None for name in measures]
-        start = window.start_ms if window else event_ms
-        return cls(
-            measures,
-            np.array([window is not None]),
-            np.array([start], dtype=np.int64),
-            np.array([window.end_ms if window else event_ms], dtype=np.int64),
-            np.array([[s.total if s else (0.0 if window else np.nan) for s in stats]]),
-            np.array([[s.count if s else 0 for s in stats]], dtype=np.int64),
-        )
-
     def total(self, measure: str) -> np.ndarray:
         """The window's sum of `measure` so far (0 with no value yet); NaN for a late reading."""
         return self.totals[:, self.measures.index(measure)]
@@ -158,16 +144,7 @@ class TumblingWindows:
         `advance_ms` is, per reading, how far it may move the watermark (by default its event
         time; the worker caps it by the broker timestamp: `smartcity_stream.clock_guard`).
         """
-        event = readings.event_ms
-        start = event - event % self.size_ms
-        before = self._max_event_ms.get(source, NO_EVENT_MS)
-        seen = np.full(readings.size, before, dtype=np.int64)
-        if readings.size:
-            running = np.maximum.accumulate(event if advance_ms is None else advance_ms)
-            np.maximum(seen[1:], running[:-1], out=seen[1:])
-            self._max_event_ms[source] = max(before, int(running[-1]))
-        joined = start + self.size_ms > seen - self.lateness_ms
-        self.late_events += int(readings.size - joined.sum())
+        joined, start = self.place(source, readings, advance_ms)
         values = np.column_stack([readings.numbers(name) for name in measures])
         rows = np.flatnonzero(joined)
         totals = np.full(values.shape, np.nan)
@@ -179,6 +156,24 @@ class TumblingWindows:
                 windows, group, values[rows], measures, exact
             )
         return WindowView(measures, joined, start, start + self.size_ms, totals, counts)
+
+    def place(
+        self, source: object, readings: Readings, advance_ms: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per reading, whether it joins a window and that window's start, moving the
+        watermark as `add_batch` does, without adding to any window: all the batch layer's
+        re-run of the rules reports of a window."""
+        event = readings.event_ms
+        start = event - event % self.size_ms
+        before = self._max_event_ms.get(source, NO_EVENT_MS)
+        seen = np.full(readings.size, before, dtype=np.int64)
+        if readings.size:
+            running = np.maximum.accumulate(event if advance_ms is None else advance_ms)
+            np.maximum(seen[1:], running[:-1], out=seen[1:])
+            self._max_event_ms[source] = max(before, int(running[-1]))
+        joined = start + self.size_ms > seen - self.lateness_ms
+        self.late_events += int(readings.size - joined.sum())
+        return joined, start
 
     def _windows_of(
         self, source: object, readings: Readings, start: np.ndarray, rows: np.ndarray

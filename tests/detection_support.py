@@ -103,8 +103,8 @@ def simulate_detection(
         if not rows:
             return
         readings = Readings.from_table(sensor_type, rows_to_table(sensor_type, rows), rows)
-        view = windows.add_batch(sensor_type, readings, MEASURES[sensor_type])
-        for row, finding in engine.evaluate_batch(readings, view):
+        windows.add_batch(sensor_type, readings, MEASURES[sensor_type])
+        for row, finding in engine.evaluate_batch(readings):
             run.detections.append(
                 (str(rows[row]["sensor_id"]), finding.kind, int(readings.event_ms[row]))
             )

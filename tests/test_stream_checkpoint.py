@@ -54,7 +54,7 @@ def test_a_checkpoint_is_json_and_keeps_episodes_open() -> None:
         "voltage_v": 190.0,
         "current_a": 500.0,
     }
-    assert [f.kind for f in engine.evaluate(sag, NOV_27_MS, None)] == ["voltage_out_of_tolerance"]
+    assert [f.kind for f in engine.evaluate(sag, NOV_27_MS)] == ["voltage_out_of_tolerance"]
     saved = orjson.loads(
         orjson.dumps(
             engine.export(["ENERGY_0001", "ENERGY_0002"]), option=orjson.OPT_SERIALIZE_NUMPY
@@ -63,7 +63,7 @@ def test_a_checkpoint_is_json_and_keeps_episodes_open() -> None:
     assert list(saved) == ["ENERGY_0001"]
     restored = RuleEngine(RuleConfig(), sensors)
     restored.restore(saved)
-    assert restored.evaluate({**sag, "seq": 1}, NOV_27_MS + 60_000, None) == []
+    assert restored.evaluate({**sag, "seq": 1}, NOV_27_MS + 60_000) == []
     windows = TumblingWindows()
     windows.add("p0", "ENERGY_0001", "energy", NOV_27_MS, {"power_kw": 100.0})
     reopened = TumblingWindows()

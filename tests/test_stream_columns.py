@@ -173,14 +173,14 @@ def test_batch_rules_match_one_reading_at_a_time() -> None:
             values = {name: reading[name] for name in MEASURES[sensor_type]}
             window = windows.add("p0", reading["sensor_id"], sensor_type, millis, values)
             start = window.start_ms if window else millis
-            for finding in engine.evaluate(reading, millis, window):
+            for finding in engine.evaluate(reading, millis):
                 single.append((reading["seq"], reading["sensor_id"], start, _key(finding)))
         windows, engine = TumblingWindows(), RuleEngine(config, sensors)
         for low in range(0, len(rows), 700):
             chunk = rows[low : low + 700]
             readings = Readings.from_table(sensor_type, rows_to_table(sensor_type, chunk), chunk)
             view = windows.add_batch("p0", readings, MEASURES[sensor_type])
-            for row, finding in engine.evaluate_batch(readings, view):
+            for row, finding in engine.evaluate_batch(readings):
                 start = int(view.start_ms[row] if view.joined[row] else readings.event_ms[row])
                 reading = chunk[row]
                 batched.append((reading["seq"], reading["sensor_id"], start, _key(finding)))

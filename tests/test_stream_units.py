@@ -79,7 +79,7 @@ class TestRules:
         return RuleEngine(RuleConfig(**overrides), sensors)
 
     def kinds(self, engine: RuleEngine, reading: dict[str, object], at: int = T0) -> list[str]:
-        return [f.kind for f in engine.evaluate(reading, at, None)]
+        return [f.kind for f in engine.evaluate(reading, at)]
 
     def steady(self) -> RuleEngine:
         """An engine that does not call repeated readings stuck."""

@@ -97,11 +97,13 @@ def _detect_sensor(
     times = table.column("event_time")
     event_ms = times.cast(pa.int64()).to_numpy() // MS_PER[times.type.unit]
     readings = Readings(sensor_type, TableRows(table), event_ms, table)
-    view = TumblingWindows().add_batch("batch", readings, MEASURES[sensor_type])
+    windows = TumblingWindows()
+    joined_window, window_start = windows.place("batch", readings)
     found = []
-    for row, finding in RuleEngine(config, sensors).evaluate_batch(readings, view):
+    for row, finding in RuleEngine(config, sensors).evaluate_batch(readings):
         reading, millis = readings.rows[row], int(event_ms[row])
-        joined = bool(view.joined[row])
+        joined = bool(joined_window[row])
+        start = int(window_start[row])
         found.append(
             {
                 "anomaly_id": f"batch:{reading['sensor_id']}:{finding.kind}:{reading['seq']}",
@@ -110,8 +112,8 @@ def _detect_sensor(
                 "kind": finding.kind,
                 "severity": finding.severity,
                 "event_time": millis,
-                "window_start": int(view.start_ms[row]) if joined else millis,
-                "window_end": int(view.end_ms[row]) if joined else millis,
+                "window_start": start if joined else millis,
+                "window_end": start + windows.size_ms if joined else millis,
                 "detected_at": millis,
                 "values": finding.values,
             }
