@@ -106,7 +106,7 @@ class Readings:
 
 
 class TableRows(Sequence[Mapping[str, Any]]):
-    """A table's rows as readings, each built only when a finding quotes it: the batch
+    """A table's rows as readings, each read only where a finding quotes it: the batch
     layer judges whole sensor-days, where a dict per row cost twice the rules' own time."""
 
     def __init__(self, table: pa.Table) -> None:

@@ -161,8 +161,8 @@ class TumblingWindows:
         self, source: object, readings: Readings, advance_ms: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per reading, whether it joins a window and that window's start, moving the
-        watermark as `add_batch` does, without adding to any window: all the batch layer's
-        re-run of the rules reports of a window."""
+        watermark as `add_batch` does but adding to no window: a finding of the batch
+        layer's re-run of the rules reports its window and nothing of the window's sums."""
         event = readings.event_ms
         start = event - event % self.size_ms
         before = self._max_event_ms.get(source, NO_EVENT_MS)
