@@ -95,7 +95,8 @@ class StepConsole:
         self._progress = self._display(live=False)
         self._stack = ExitStack()
         self.detail: IO[str] | None = None
-        """While quiet, a stream of Dagster's own lines into the log (see `dagster_loggers`)."""
+        """While the steps run, the stream of Dagster's own lines (see `dagster_loggers`): the
+        log when quiet, else a duplicate of the original stderr."""
 
     def _display(self, live: bool) -> Progress:
         return Progress(
@@ -118,7 +119,10 @@ class StepConsole:
             self.console.file = stream
             self._stack.callback(setattr, self.console, "file", previous)
             self.detail = self._stack.enter_context(self.log.open("a", encoding="utf-8"))
-            self._stack.callback(setattr, self, "detail", None)
+        else:
+            stderr = os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace")
+            self.detail = self._stack.enter_context(stderr)
+        self._stack.callback(setattr, self, "detail", None)
         self._progress = self._display(live=self.log is not None and self.console.is_terminal)
         self._stack.callback(self._progress.stop)
         return self
@@ -231,11 +235,13 @@ LOGGERS_CONFIG = {"console": {"config": {"log_level": "DEBUG"}}, "steps": {}}
 
 
 def dagster_loggers(steps: StepConsole) -> dict[str, dg.LoggerDefinition]:
-    """Dagster's lines (its colored console logger on stderr, or when quiet a logger into the
-    log file) and a logger that reports every step's start and end to `steps`. Configure
-    them with `LOGGERS_CONFIG`."""
+    """Dagster's lines (on `steps.detail`: the log file when quiet, else stderr) and a logger
+    that reports every step's start and end to `steps`. Configure them with `LOGGERS_CONFIG`;
+    make them while `steps` is entered."""
+    if steps.detail is None:
+        raise RuntimeError("dagster_loggers needs an entered StepConsole")
     return {
-        "console": dg.colored_console_logger if steps.detail is None else _detail(steps.detail),
+        "console": _detail(steps.detail),
         "steps": dg.LoggerDefinition(lambda _: _steps_logger(steps)),
     }
 
@@ -244,10 +250,11 @@ DETAIL_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
 def _detail(stream: IO[str]) -> dg.LoggerDefinition:
-    """Dagster's lines on a stream of their own, not on stderr: an in-process run captures the
-    process's stderr into its compute log and mirrors it back through a `tail -F`, which it
-    stops as the plan ends, so the last step's lines could miss the mirror (once the demo's
-    log lacked the `STEP_SUCCESS` of its last step; dagster-io/dagster#23336)."""
+    """Dagster's lines on a stream of their own, not on the process's stderr: an in-process run
+    captures that into its compute log and mirrors it back through a `tail -F`, which it stops
+    as the plan ends, so the last step's lines could miss the mirror (once the demo's log
+    lacked the `STEP_SUCCESS` of its last step, once `-v`'s stderr that of the registry's
+    step; dagster-io/dagster#23336)."""
 
     def make(context: dg.InitLoggerContext) -> logging.Logger:
         logger = logging.Logger("dagster", context.logger_config["log_level"])

@@ -3,7 +3,6 @@ caller (the CLI, the demo, the class archive's exercise run, the tests) builds o
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import dagster as dg
@@ -26,18 +25,20 @@ def materialize_daily(
     pipeline job for `partition_key`; `run` goes to `execute_in_process` (tags,
     raise_on_error).
 
-    With `steps`, each step is reported there as it starts and ends (the pipeline's through
-    a logger of its run, `dagster_loggers`); Dagster's detail goes to stderr either way."""
+    With `steps`, each step is reported there as it starts and ends, through a logger of the
+    runs (`dagster_loggers`), which also takes Dagster's own lines; else those go to stderr."""
+    registry = dg.Definitions(assets=[sensor_registry], resources=defs.resources)
     job = defs.resolve_job_def(PIPELINE)
-    registry: AbstractContextManager[None] = nullcontext()
+    registry_run: dict[str, Any] = {}
     if steps is not None:
         loggers = dg.Definitions(loggers=dagster_loggers(steps))
+        registry = dg.Definitions.merge(registry, loggers)
         job = dg.Definitions.merge(defs, loggers).resolve_job_def(PIPELINE)
         steps.expect([REGISTRY, *(node.name for node in job.graph.nodes)])
-        registry = steps.step(REGISTRY)
-        run["run_config"] = {"loggers": LOGGERS_CONFIG}
-    with registry:
-        dg.materialize([sensor_registry], instance=instance, resources=defs.resources)
+        run["run_config"] = registry_run["run_config"] = {"loggers": LOGGERS_CONFIG}
+    registry.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, **registry_run
+    )
     result = job.execute_in_process(partition_key=partition_key, instance=instance, **run)
     if steps is not None:
         steps.not_run()

@@ -64,6 +64,15 @@ def test_a_remote_that_is_not_a_connect_address_is_refused(
         load_settings()
 
 
+def _environment(process: psutil.Process) -> dict[str, str]:
+    """The environment of a process listed a moment ago; none for one that has ended since
+    (a zombie's, not yet reaped, cannot be read either)."""
+    try:
+        return process.environ()
+    except psutil.NoSuchProcess:
+        return {}
+
+
 def _run_watching_for_a_jvm(command: list[str], cwd: Path, env: dict[str, str]) -> set[str]:
     """Run `command` to its end; the names of the processes it started meanwhile."""
     process = subprocess.Popen(
@@ -151,7 +160,8 @@ def test_runs_share_the_kept_server_and_build_what_their_own_driver_builds(
         assert _query(remote, token, tmp_path).returncode == 0
         refused = _query(remote, "not-" + token, tmp_path)
         assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr, refused.stderr
-        inheriting = [p.pid for p in family(server.pid) if CONNECT_TOKEN_VARIABLE in p.environ()]
+        workers = family(server.pid)
+        inheriting = [p.pid for p in workers if CONNECT_TOKEN_VARIABLE in _environment(p)]
         assert inheriting == [], "the server's Python workers would inherit its token"
         for _ in range(2):  # the second run finds the server's JVM warm
             started = _run_watching_for_a_jvm(materialize, tmp_path, _env(kept))
