@@ -114,9 +114,11 @@ def driver_config(settings: Settings) -> dict[str, str]:
         config["spark.driver.host"] = "127.0.0.1"
         config["spark.driver.bindAddress"] = "127.0.0.1"
     if settings.spark_master.startswith("local"):
-        # Python workers must be this interpreter (the project's venv), which Spark only
-        # takes from the environment.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # Python workers must be this interpreter (the project's venv: local mode ships no
+        # code), which Spark only takes from the environment; whatever PYSPARK_PYTHON the
+        # shell holds (a cluster's executors' Python, set by a run on the cluster before)
+        # would not import the project.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
         config["spark.sql.shuffle.partitions"] = str(os.cpu_count() or 2)
         config["spark.driver.extraJavaOptions"] = " ".join(
             [LOCAL_DRIVER_JVM_OPTIONS, *driver_options()]

@@ -146,7 +146,7 @@ def test_runs_share_the_kept_server_and_build_what_their_own_driver_builds(
     up = subprocess.run(
         [SMARTCITY, "services", "up", "--no-kafka", "--no-s3", "--spark"],
         cwd=tmp_path,
-        env=_env(kept),
+        env=_env(kept) | {CONNECT_TOKEN_VARIABLE: "exported-in-the-shell"},
         capture_output=True,
         text=True,
         timeout=300,

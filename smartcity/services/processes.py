@@ -114,9 +114,15 @@ def accepts(port: int) -> bool:
 
 
 def spawn(
-    command: Sequence[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    command: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    unset: Collection[str] = (),
 ) -> psutil.Process:
-    """Start `command` detached (own session), output appended to `log`."""
+    """Start `command` detached (own session), output appended to `log`, in this process's
+    environment with `env` over it and without the variables named in `unset` (a secret the
+    caller's shell may hold that the command's own children must not inherit)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         child = subprocess.Popen(
@@ -124,7 +130,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset},
             cwd=cwd,
             start_new_session=True,
         )

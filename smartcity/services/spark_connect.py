@@ -36,7 +36,7 @@ START_TIMEOUT_S = 120.0
 
 def start(settings: Settings) -> ServiceRecord:
     """Start the server for `settings`' master and lake; return once it accepts clients."""
-    from smartcity_dagster.spark import driver_config
+    from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, driver_config
 
     home = settings.runtime_dir / NAME
     plan = kept(
@@ -63,8 +63,9 @@ def start(settings: Settings) -> ServiceRecord:
         *("--class", SERVER_CLASS, "spark-internal"),
     ]
     # driver_config put the Python of the server's workers (and the S3 keys, for an S3 lake)
-    # into this process's environment, which the server inherits.
-    process = spawn(command, log, cwd=home)
+    # into this process's environment, which the server inherits; not a token exported in
+    # the shell of `services up`, which the server's Python workers would inherit in turn.
+    process = spawn(command, log, cwd=home, unset=[CONNECT_TOKEN_VARIABLE])
     # The gRPC service listens once the server's SparkContext is up.
     wait_until(lambda: accepts(plan["port"]), process, START_TIMEOUT_S, "Spark Connect", log)
     return ServiceRecord(
