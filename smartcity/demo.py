@@ -189,11 +189,18 @@ def batch(run: DemoRun) -> None:
 
 
 def stop_spark() -> None:
-    """The run's Spark session, stopped before its JVM is: under a live session, pyspark's
-    threads print tracebacks when the JVM goes (the accumulator server's end of file, py4j's
-    lost connection at exit), after the quiet console has given the terminal back. The
-    session is the default one, not this thread's active one: the warm start made it in a
-    thread of its own."""
+    """The run's Spark session stopped, then the py4j gateway to its JVM shut down, before
+    `stop_leftovers` kills that JVM: under a live session, pyspark's threads print tracebacks
+    when the JVM goes (the accumulator server's end of file), and while the gateway is up,
+    every Java object Python frees later (Dagster's run objects go with the next garbage
+    collection, during the summary) is a command py4j sends to the dead JVM, which it logs
+    as an error on the terminal that the quiet console has given back. A shut-down gateway
+    sends nothing. pyspark has no public call for this; `SparkContext._gateway` is the
+    py4j `JavaGateway` it launched, whose `shutdown` is py4j's public API, and it is reset so
+    that a later session in the process would launch a JVM of its own
+    (`tests/test_warm_start.py` guards both). The session is the default one, not this
+    thread's active one: the warm start made it in a thread of its own."""
+    from pyspark import SparkContext
     from pyspark.errors import PySparkRuntimeError
     from pyspark.sql import SparkSession
 
@@ -202,6 +209,11 @@ def stop_spark() -> None:
     except PySparkRuntimeError:  # no session was started
         return
     session.stop()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 def _materialize(run: DemoRun) -> None:
