@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         description="a kept Spark Connect server (sc://host:port) that runs take their session "
         "from, instead of starting a driver JVM each (`smartcity services up --spark`)",
     )
+    spark_connect_patience_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="how long a run's Spark Connect client retries a server that stopped "
+        "answering before the run's step fails",
+    )
     spark_connect_token: SecretStr | None = Field(
         default=None,
         description="the token the Spark Connect server at SMARTCITY_SPARK_REMOTE asks for",

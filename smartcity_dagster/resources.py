@@ -14,10 +14,11 @@ from typing import Any
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
+from pydantic import PrivateAttr
 
 from smartcity.lake import Lake
 from smartcity.settings import Settings, load_settings
-from smartcity_dagster.spark import spark_config
+from smartcity_dagster.spark import connect_retry_policy, spark_config
 
 
 class SmartcityResource(dg.ConfigurableResource):
@@ -32,11 +33,45 @@ class SmartcityResource(dg.ConfigurableResource):
         return Lake.from_settings(self.settings)
 
 
+class SparkResource(LazyPySparkResource):
+    """The pyspark resource. A Spark Connect session (when the configuration names a server)
+    stops retrying a server that stays unreachable for `connect_patience_s`, so that a run
+    that lost its server fails its step instead of waiting ten minutes or more; and it is
+    stopped when the run ends: the client closed, no request of it (a release of a finished
+    query, each retried for as long again) holds the process back from exiting."""
+
+    connect_patience_s: float
+    _connect_session: Any = PrivateAttr(default=None)
+
+    @property
+    def spark_session(self) -> Any:
+        session = super().spark_session
+        if "spark.remote" in self.spark_config and self._connect_session is None:
+            session.client.set_retry_policies([connect_retry_policy(self.connect_patience_s)])
+            self._connect_session = session
+        return session
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """The session released on the server (at most `RELEASE_PATIENCE_S` of retries: the
+        server drops an abandoned session after its own timeout) and its client closed."""
+        if self._connect_session is not None:
+            self._connect_session.client.set_retry_policies(
+                [connect_retry_policy(RELEASE_PATIENCE_S)]
+            )
+            self._connect_session.stop()
+
+
+RELEASE_PATIENCE_S = 5.0
+
+
 def build_resources(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or load_settings()
     resources: dict[str, Any] = {
         "smartcity": SmartcityResource(),
-        "pyspark": LazyPySparkResource(spark_config=spark_config(settings)),
+        "pyspark": SparkResource(
+            spark_config=spark_config(settings),
+            connect_patience_s=settings.spark_connect_patience_s,
+        ),
     }
     if settings.lake_scheme == "s3":
         # Here, not at the top: dagster-aws (boto3, its components) takes about a second to

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from smartcity.lake import Lake
@@ -23,6 +24,9 @@ from smartcity.services.jvm import classpath
 from smartcity.settings import Settings, SettingsError
 from smartcity_dagster.class_archive import driver_options
 from smartcity_dagster.shipping import code_zip
+
+if TYPE_CHECKING:
+    from pyspark.sql.connect.client.retries import RetryPolicy
 
 LOCAL_DRIVER_JVM_OPTIONS = " ".join(
     [
@@ -61,6 +65,39 @@ def spark_config(settings: Settings) -> dict[str, str]:
 
 CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
 """Where a Spark Connect client and server take their shared token from."""
+
+
+CONNECT_FIRST_WAIT_MS = 50
+CONNECT_WAIT_GROWTH = 4.0
+"""Spark Connect's default backoff: 50 ms before the first retry, four times longer each."""
+CONNECT_LONGEST_WAIT_MS = 5_000
+"""Here a retry comes at most 5 s after the last (the default's 60 s): a server back from a
+restart is found within seconds, while the patience bounds the whole wait."""
+
+
+def connect_retries(patience_s: float) -> int:
+    """How many retries of the backoff above add up to at least `patience_s` of waiting."""
+    waited_ms, wait_ms, retries = 0.0, float(CONNECT_FIRST_WAIT_MS), 0
+    while waited_ms < patience_s * 1000:
+        waited_ms += wait_ms
+        wait_ms = min(wait_ms * CONNECT_WAIT_GROWTH, CONNECT_LONGEST_WAIT_MS)
+        retries += 1
+    return retries
+
+
+def connect_retry_policy(patience_s: float) -> RetryPolicy:
+    """Spark Connect's default retry policy (the same errors retried), given up after about
+    `patience_s` of retries: the default's 15 retries wait through at least ten minutes of an
+    unreachable server, and so long a run that had lost its server hung before its step
+    failed. Jitter adds at most half a second to each wait of 2 s or more."""
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+
+    return DefaultPolicy(
+        max_retries=connect_retries(patience_s),
+        initial_backoff=CONNECT_FIRST_WAIT_MS,
+        backoff_multiplier=CONNECT_WAIT_GROWTH,
+        max_backoff=CONNECT_LONGEST_WAIT_MS,
+    )
 
 
 def driver_config(settings: Settings) -> dict[str, str]:
@@ -136,8 +173,8 @@ def driver_config(settings: Settings) -> dict[str, str]:
 
 ANSWER_TIMEOUT_S = 5.0
 """How long the definitions wait for a cluster's master or a Connect server to accept a
-connection before they stop: Spark itself would retry for minutes (the Connect client for at
-least 10)."""
+connection before they stop: Spark itself would retry for minutes (the Connect client for its
+patience, `SMARTCITY_SPARK_CONNECT_PATIENCE_S`)."""
 
 
 def _cluster_config(settings: Settings) -> dict[str, str]:

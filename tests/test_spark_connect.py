@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from simulator.landed_day import land_simulated_day
 from smartcity.lake import Lake
@@ -22,7 +24,12 @@ from smartcity.layout import TABLES
 from smartcity.services import manager, spark_connect
 from smartcity.services.processes import family, free_port, stop
 from smartcity.settings import Settings, SettingsError, load_settings, settings_env
-from smartcity_dagster.spark import CONNECT_TOKEN_VARIABLE, spark_config
+from smartcity_dagster.spark import (
+    CONNECT_LONGEST_WAIT_MS,
+    CONNECT_TOKEN_VARIABLE,
+    connect_retry_policy,
+    spark_config,
+)
 from tests.stream_support import SMARTCITY
 from tests.test_spark_cluster import (
     DAY,
@@ -47,10 +54,26 @@ def test_a_remote_session_is_configured_by_its_address_alone(
     assert os.environ[CONNECT_TOKEN_VARIABLE] == "s3cret", "the client reads its token there"
 
 
+JITTER_MS = 500
+"""The most Spark Connect's default policy adds to a wait of 2 s or more."""
+
+
+@given(st.floats(min_value=0.001, max_value=3600))
+def test_a_runs_client_retries_for_its_patience_and_not_much_longer(patience_s: float) -> None:
+    """The waits Spark Connect's own policy state hands out, until it gives up."""
+    state = connect_retry_policy(patience_s).to_state()
+    waits: list[int] = []
+    while (wait := state.next_attempt()) is not None:
+        waits.append(wait)
+    assert sum(waits) >= patience_s * 1000
+    assert sum(waits[:-1]) < patience_s * 1000 + JITTER_MS * len(waits)
+    assert max(waits) <= CONNECT_LONGEST_WAIT_MS + JITTER_MS
+
+
 def test_a_remote_where_no_server_answers_stops_materialize_with_one_line(
     tmp_path: Path,
 ) -> None:
-    """Not the Connect client's retries, which wait at least 10 minutes."""
+    """Not the Connect client's retries, which would wait for its patience (two minutes)."""
     remote = f"sc://localhost:{free_port()}"
     variables = {"SMARTCITY_SPARK_REMOTE": remote}
     assert_materialize_stops_with_one_line(tmp_path, variables, f"SMARTCITY_SPARK_REMOTE {remote}")
@@ -221,14 +244,19 @@ def test_runs_on_the_clusters_kept_server_ship_their_own_code(
     assert tables["anomaly_summary"].num_rows > 0, "the detector ran on the executors"
 
 
+PATIENCE_S = 20
+"""How long the run's client retries its lost server here (120 s by default)."""
+GIVES_UP_WITHIN_S = 300
+"""Only to catch a run that waits: Spark Connect's default policy would wait 10 minutes."""
+
+
 @pytest.mark.integration
-def test_a_run_that_loses_its_server_fails_once_it_is_back_and_a_retry_builds_the_day(
+def test_a_run_that_loses_its_server_fails_in_one_line_and_a_retry_builds_the_day(
     tmp_path: Path,
 ) -> None:
-    """The server SIGKILLed while a run writes its tables, then started again by `up`: the
-    client waits through the outage (Spark Connect retries for minutes), then fails in one
-    line, since its session died with the server; the retry publishes a day that passes
-    every check."""
+    """The server SIGKILLed while a run writes its tables: the run's client retries for its
+    patience (`SMARTCITY_SPARK_CONNECT_PATIENCE_S`), then the run fails in one line; once
+    `up` has started the server again, the retry publishes a day that passes every check."""
     settings = Settings(
         _env_file=None, lake_uri=(tmp_path / "lake").as_uri(), runtime_dir=tmp_path / "kept"
     )
@@ -237,12 +265,12 @@ def test_a_run_that_loses_its_server_fails_once_it_is_back_and_a_retry_builds_th
     lake = Lake.from_settings(settings)
     up = [SMARTCITY, "services", "up", "--no-kafka", "--no-s3", "--spark"]
     materialize = [SMARTCITY, "materialize", "--date", DAY]
-    env = _env(settings)
+    env = {**_env(settings), "SMARTCITY_SPARK_CONNECT_PATIENCE_S": str(PATIENCE_S)}
     subprocess.run(up, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    run = subprocess.Popen(
+        materialize, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
-        run = subprocess.Popen(
-            materialize, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
         deadline = time.monotonic() + 600
         while not _spark_wrote_a_table(lake) and run.poll() is None:
             assert time.monotonic() < deadline, "the run wrote no table in 10 minutes"
@@ -251,15 +279,17 @@ def test_a_run_that_loses_its_server_fails_once_it_is_back_and_a_retry_builds_th
         for process in family(server.pid):
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
-        subprocess.run(up, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
-        _, stderr = run.communicate(timeout=900)
-        assert run.returncode != 0, "the run's session died with the server"
+        _, stderr = run.communicate(timeout=GIVES_UP_WITHIN_S)
+        assert run.returncode != 0, "the run's server is gone"
         failed = [line for line in stderr.decode().splitlines() if line.startswith("error:")]
         assert len(failed) == 1, stderr.decode()[-3000:]
 
+        subprocess.run(up, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
         started = _run_watching_for_a_jvm(materialize, tmp_path, env)
         assert "java" not in started, f"the retry on the restarted server started {started}"
     finally:
+        if run.poll() is None:
+            run.kill()
         subprocess.run(
             [SMARTCITY, "services", "down"], cwd=tmp_path, env=env, timeout=120, check=False
         )

@@ -8,7 +8,6 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
-from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 
 from smartcity.layout import LANDING, table_partition_key
@@ -18,7 +17,7 @@ from smartcity_dagster.assets.common import run_dates
 from smartcity_dagster.assets.layers import Layer
 from smartcity_dagster.assets.publish import AssetEvent, Publication, published
 from smartcity_dagster.partitions import daily_partitions
-from smartcity_dagster.resources import SmartcityResource
+from smartcity_dagster.resources import SmartcityResource, SparkResource
 from smartcity_dagster.shipping import ship_to_session
 from smartcity_dagster.tables import describe, read_partition, stage_table, write_partition
 from smartcity_dagster.transforms.aggregates import ORDER, daily_aggregates
@@ -76,7 +75,7 @@ aggregates_layer = Layer(aggregates_spec, build_aggregates)
 def anomaly_summary(
     context: dg.AssetExecutionContext,
     smartcity: SmartcityResource,
-    pyspark: LazyPySparkResource,
+    pyspark: SparkResource,
 ) -> Iterator[AssetEvent]:
     spark, lake = pyspark.spark_session, smartcity.lake
     sensors = published_registry(lake).sensors()

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 
 from smartcity.settings import SENSOR_TYPES
@@ -28,7 +27,7 @@ from smartcity_dagster.assets.publish import AssetEvent, Publication, published
 from smartcity_dagster.checks import CheckDef, specs
 from smartcity_dagster.console import BUILD_SECONDS
 from smartcity_dagster.partitions import daily_partitions
-from smartcity_dagster.resources import SmartcityResource
+from smartcity_dagster.resources import SmartcityResource, SparkResource
 
 BuildType = Callable[[dg.AssetExecutionContext, SmartcityResource, SparkSession, str], Publication]
 """One type's table built for the run's dates, each date published or set aside."""
@@ -71,7 +70,7 @@ def sensor_type_tables(name: str, layers: Sequence[Layer]) -> dg.AssetsDefinitio
     def tables(
         context: dg.AssetExecutionContext,
         smartcity: SmartcityResource,
-        pyspark: LazyPySparkResource,
+        pyspark: SparkResource,
     ) -> Iterator[AssetEvent]:
         spark = pyspark.spark_session
         keys = context.selected_asset_keys
