@@ -67,37 +67,27 @@ CONNECT_TOKEN_VARIABLE = "SPARK_CONNECT_AUTHENTICATE_TOKEN"
 """Where a Spark Connect client and server take their shared token from."""
 
 
-CONNECT_FIRST_WAIT_MS = 50
-CONNECT_WAIT_GROWTH = 4.0
-"""Spark Connect's default backoff: 50 ms before the first retry, four times longer each."""
 CONNECT_LONGEST_WAIT_MS = 5_000
 """Here a retry comes at most 5 s after the last (the default's 60 s): a server back from a
 restart is found within seconds, while the patience bounds the whole wait."""
 
 
-def connect_retries(patience_s: float) -> int:
-    """How many retries of the backoff above add up to at least `patience_s` of waiting."""
-    waited_ms, wait_ms, retries = 0.0, float(CONNECT_FIRST_WAIT_MS), 0
-    while waited_ms < patience_s * 1000:
-        waited_ms += wait_ms
-        wait_ms = min(wait_ms * CONNECT_WAIT_GROWTH, CONNECT_LONGEST_WAIT_MS)
-        retries += 1
-    return retries
-
-
 def connect_retry_policy(patience_s: float) -> RetryPolicy:
-    """Spark Connect's default retry policy (the same errors retried), given up after about
-    `patience_s` of retries: the default's 15 retries wait through at least ten minutes of an
-    unreachable server, and so long a run that had lost its server hung before its step
-    failed. Jitter adds at most half a second to each wait of 2 s or more."""
+    """Spark Connect's default retry policy (the same errors retried, the same backoff from
+    50 ms, four times longer each), its waits capped at `CONNECT_LONGEST_WAIT_MS` and given up
+    after as many retries as add up to `patience_s` without jitter (which adds at most half a
+    second to a wait of 2 s or more): the default's 15 retries wait through at least ten
+    minutes of an unreachable server, and so long a run that had lost its server hung before
+    its step failed. The retries are counted on the policy's own state, not a copy of it."""
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
-    return DefaultPolicy(
-        max_retries=connect_retries(patience_s),
-        initial_backoff=CONNECT_FIRST_WAIT_MS,
-        backoff_multiplier=CONNECT_WAIT_GROWTH,
-        max_backoff=CONNECT_LONGEST_WAIT_MS,
-    )
+    backoff = DefaultPolicy(max_retries=None, jitter=0, max_backoff=CONNECT_LONGEST_WAIT_MS)
+    waits = backoff.to_state()
+    waited_ms, retries = 0, 0
+    while waited_ms < patience_s * 1000:
+        waited_ms += waits.next_attempt() or 0
+        retries += 1
+    return DefaultPolicy(max_retries=retries, max_backoff=CONNECT_LONGEST_WAIT_MS)
 
 
 def driver_config(settings: Settings) -> dict[str, str]:
